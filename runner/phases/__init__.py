@@ -1,0 +1,1 @@
+"""Phase execution: the `ctx` a Python phase receives, shell phases, retries, the registry."""
