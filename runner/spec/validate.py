@@ -1,0 +1,115 @@
+"""`load_spec`: read a spec file, check everything, and return a `ResolvedSpec`.
+
+The order is: read the file; parse YAML with marks (a syntax error or duplicate key stops
+here, since nothing after it can be trusted); then run *all* the other checks — pydantic
+shape, cross-references, `${...}`, `--set` — and raise one `SpecError` holding every problem,
+sorted by place. Fixing a spec is one edit-validate round, not one per mistake.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from runner.errors import SpecError, SpecProblem
+from runner.spec.models import Spec
+from runner.spec.params import collect_set_args, override_problems, set_path
+from runner.spec.problems import describe, problems_from_validation
+from runner.spec.resolved import ResolvedSpec
+from runner.spec.semantics import check_semantics
+from runner.spec.yaml_marks import load_with_marks
+
+__all__ = ["load_spec", "sort_problems"]
+
+_SHAPE = "a mapping with at least 'version', 'name' and 'phases'"
+
+
+def sort_problems(problems: list[SpecProblem]) -> list[SpecProblem]:
+    """By (line, col); stable, so problems at one place keep the order they were found in."""
+    return sorted(problems, key=lambda p: (p.line, p.col))
+
+
+def _read(path: Path, file: str) -> tuple[bytes, str]:
+    def fail(message: str) -> SpecError:
+        return SpecError([SpecProblem(file, 1, 1, "", message)])
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise fail("no such file; check the path") from None
+    except IsADirectoryError:
+        raise fail("is a directory, not a spec file") from None
+    except OSError as exc:
+        raise fail(f"cannot read the spec: {exc.strerror or exc}") from None
+    try:
+        return raw, raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+
+
+def _apply(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(params)
+    for key, value in overrides.items():
+        result = set_path(result, key, value)
+    return result
+
+
+def load_spec(
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    *,
+    check_uses: bool = True,
+) -> ResolvedSpec:
+    """Load, validate and resolve the spec at `path` with `--set` items `overrides`.
+
+    Raises `SpecError` with every problem found, each `FILE:LINE:COL: key.path: message`
+    (FILE as given); `--set` problems are reported against `--set`. With `check_uses=False`
+    the `uses:` targets are not imported (for commands that only read a spec).
+    """
+    file = os.fspath(path)
+    source_path = Path(os.path.abspath(file))
+    raw, text = _read(source_path, file)
+    data, marks = load_with_marks(text, file)
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else describe(data)
+        raise SpecError([SpecProblem(file, 1, 1, "", f"a spec must be {_SHAPE}; got {got}")])
+
+    problems: list[SpecProblem] = []
+    spec: Spec | None = None
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        problems += problems_from_validation(exc, marks, file)
+
+    spec_params = data.get("params", {})
+    spec_params = spec_params if isinstance(spec_params, dict) else None
+    set_values, set_problems = collect_set_args(overrides)
+    problems += set_problems
+    effective = spec_params
+    if spec_params is not None:
+        bad = override_problems(spec_params, set_values)
+        problems += bad
+        if not bad:
+            effective = _apply(spec_params, set_values)
+
+    problems += check_semantics(
+        data, marks, file, source_path.parent, spec_params, effective, check_uses=check_uses
+    )
+    if problems or spec is None:
+        # dict.fromkeys: a non-text key is seen by pydantic and by `semantics`; report it once.
+        raise SpecError(sort_problems(list(dict.fromkeys(problems))))
+    return ResolvedSpec(
+        spec=spec,
+        source_path=source_path,
+        spec_dir=source_path.parent,
+        source_text=text,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        params=copy.deepcopy(effective) if effective is not None else {},  # not shared with spec
+        overrides=set_values,
+    )
