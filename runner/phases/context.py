@@ -1,0 +1,117 @@
+"""`ctx`: what a Python phase receives, and exactly-once batch commits.
+
+A batch commits when the body of the `for batch in ctx.batches(...)` loop finishes: the
+generator only writes the batch's records after control comes back to it. If the body raises,
+the generator is closed at its `yield` and nothing is written, so the batch runs again on
+resume. Batch indexes count from 0 across every `ctx.batches` call of one phase instance, and
+a batch's seed depends only on (run seed, phase name, index), so a resumed phase draws the same
+numbers as an uninterrupted one and its records come out byte-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.store.batches import BatchStore, derive_seed
+
+__all__ = ["Batch", "PhaseContext"]
+
+
+@dataclass
+class Batch:
+    """One unit of exactly-once work: `items` in, records out through `write`."""
+
+    index: int
+    items: list[Any]
+    seed: int
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        """Add records to this batch; they become durable when the batch commits."""
+        self.records.extend(records)
+
+
+class _NullProgress:
+    def update(self, n: int = 1) -> None:
+        """Nothing to show."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+@dataclass
+class PhaseContext:
+    """The `ctx` of the contract, plus what built-in phases need (model spec, caches)."""
+
+    run_id: str
+    phase: str
+    iteration: int
+    run_seed: int
+    params: dict[str, Any]
+    output_dir: Path
+    run_dir: Path
+    cache_dir: Path
+    spec_dir: Path
+    spec_sha256: str
+    git_commit: str | None
+    model_spec: dict[str, Any] | None
+    log: Any
+    read_input: Callable[[str], list[dict[str, Any]]]
+    used_cuda: bool = False
+    _next_batch: int = 0
+    _store: BatchStore = field(init=False)
+    _committed: set[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._store = BatchStore(self.output_dir)
+        self._store.discard_uncommitted()
+        self._committed = self._store.committed()
+
+    @property
+    def seed(self) -> int:
+        """Derived from the run seed and the phase name only (not the iteration)."""
+        return derive_seed(self.run_seed, self.phase)
+
+    def input(self, name: str) -> list[dict[str, Any]]:
+        """The records an earlier phase wrote, in batch-index order."""
+        return self.read_input(name)
+
+    def batches(self, items: Iterable[Any], size: int) -> Iterator[Batch]:
+        """Split `items` into batches; skip those already committed; commit each on success."""
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"batch size must be a positive integer, got {size!r}")
+        pool = list(items)
+        for start in range(0, len(pool), size):
+            index = self._next_batch
+            self._next_batch += 1
+            if index in self._committed:
+                continue
+            batch = Batch(index, pool[start : start + size], derive_seed(self.run_seed, self.phase, index))
+            yield batch
+            # Reached only when the loop body finished without raising.
+            self._store.commit(index, batch.records)
+            self._committed.add(index)
+            self.log.debug("batch_committed", phase=self.phase, batch=index, records=len(batch.records))
+
+    def mark_cuda(self) -> None:
+        """Record that this phase instance used CUDA (for GPU-seconds and cost)."""
+        self.used_cuda = True
+
+    def progress(self, total: int, desc: str) -> Any:
+        """A console progress bar (items/s, ETA); never written to the JSON log."""
+        try:
+            from runner.llm.progress import Progress  # noqa: PLC0415 - optional UI
+        except ImportError:
+            return _NullProgress()
+        return Progress(total=total, desc=desc)
+
+    def finish_records(self) -> Path:
+        """Join committed batches into `records.jsonl` (what `ctx.input` of later phases reads)."""
+        target = self.output_dir / "records.jsonl"
+        self._store.consolidate(target)
+        return target
