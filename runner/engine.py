@@ -19,7 +19,7 @@ from runner.errors import EXIT_ABORTED, EXIT_AT_GATE, EXIT_FAILED, EXIT_OK, Phas
 from runner.gates import build_packet, evaluate_checks, write_packet
 from runner.logs import attach_run_log, get_logger
 from runner.machine import (
-    BudgetExhausted, DecisionRecord, DecisionRecorded, Finish, GateReached, PhaseFailed,
+    BudgetExhausted, DecisionRecord, DecisionRecorded, Finish, GateReached, GateStep, PhaseFailed,
     PhaseReused, PhaseStarted, PhaseSucceeded, ReachGate, Resumed, RunCompleted, RunPhase,
     RunStarted, RunState, RunStatus, apply, next_step,
 )
@@ -180,14 +180,20 @@ class RunEngine:
         spec_gate = self.spec.gate(gate)
         outcomes = evaluate_checks(self.st, list(spec_gate.checks))
         index = next(i for i, s in enumerate(self.plan.steps) if s.name == gate)
-        before = next((s.name for s in reversed(self.plan.steps[:index]) if not hasattr(s, "checks")), None)
-        samples: list[dict[str, Any]] = []
+        earlier = [s.name for s in reversed(self.plan.steps[:index]) if not isinstance(s, GateStep)]
+        earlier = [n for n in earlier if self.st.latest_instance(n) is not None]
         review_md, assets = None, None
-        if before is not None and self.st.latest_instance(before) is not None:
-            assets = self._instance_dir(before)
-            samples = _read_records(assets / "records.jsonl", limit=5)
+        if earlier:  # review material comes from the phase right before the gate
+            assets = self._instance_dir(earlier[0])
             review = assets / "review.md"
             review_md = review.read_text(encoding="utf-8") if review.exists() else None
+        # Samples come from the nearest phase that wrote records (a QC phase writes none).
+        before, samples = (earlier[0] if earlier else None), []
+        for name in earlier:
+            samples = _read_records(self._instance_dir(name) / "records.jsonl", limit=5)
+            if samples:
+                before = name
+                break
         packet = build_packet(self.st, gate, outcomes, self._previous_params(), before, samples, review_md)
         write_packet(self.folder.gate_dir(gate, self.st.iteration), packet, assets)
         self._emit(GateReached(gate=gate, checks=outcomes, packet_sha256=packet["packet_sha256"], at=now()))
@@ -250,6 +256,7 @@ class RunEngine:
             params=resolved_with, output_dir=out_dir, run_dir=self.folder.root, cache_dir=self.folder.cache_dir,
             spec_dir=self.spec.spec_dir, spec_sha256=self.spec.sha256, git_commit=self._git_commit(),
             model_spec=model_spec, log=log, read_input=lambda n: self._read_input(name, n),
+            input_names=inputs_of(self.spec, self.plan, name),
         )
         retry = phase.retry
         job = PhaseJob(

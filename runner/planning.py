@@ -30,7 +30,6 @@ def inputs_of(spec: ResolvedSpec, plan: Plan, name: str) -> list[str]:
 def phase_payload(spec: ResolvedSpec, plan: Plan, state: RunState, name: str) -> dict[str, Any]:
     """Everything that determines the phase's output, as one JSON-able mapping."""
     phase, params = spec.phase(name), state.params
-    model = phase.model or spec.spec.model
     inputs = {}
     for n in inputs_of(spec, plan, name):
         inst = state.latest_instance(n)
@@ -40,7 +39,7 @@ def phase_payload(spec: ResolvedSpec, plan: Plan, state: RunState, name: str) ->
         "run": spec.resolved_run(name, params),
         "with": spec.resolved_with(name, params),
         "env": spec.resolved_env(name, params),
-        "model": model.model_dump(mode="json") if model is not None else None,
+        "model": spec.resolved_model(name, params),
         "inputs": inputs,
         "seed": derive_seed(spec.spec.seed, name),
         "source": source_hash(phase.uses, spec.spec_dir),

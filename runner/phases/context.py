@@ -60,6 +60,7 @@ class PhaseContext:
     model_spec: dict[str, Any] | None
     log: Any
     read_input: Callable[[str], list[dict[str, Any]]]
+    input_names: list[str] = field(default_factory=list)  # what `input` accepts, in spec order
     used_cuda: bool = False
     _next_batch: int = 0
     _store: BatchStore = field(init=False)
@@ -80,6 +81,10 @@ class PhaseContext:
     def input(self, name: str) -> list[dict[str, Any]]:
         """The records an earlier phase wrote, in batch-index order."""
         return self.read_input(name)
+
+    def records(self) -> list[dict[str, Any]]:
+        """This instance's committed records so far, those of earlier attempts included."""
+        return self._store.read_records()
 
     def batches(self, items: Iterable[Any], size: int) -> Iterator[Batch]:
         """Split `items` into batches; skip those already committed; commit each on success."""

@@ -107,6 +107,13 @@ class ResolvedSpec:
         env = resolve_with(self.phase(phase_name).env, self.params if params is None else params)
         return {k: str(v) for k, v in env.items()}
 
+    def resolved_model(self, phase_name: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The phase's model (its own, else the spec's) with `${params...}` resolved, or None."""
+        model = self.model_for(phase_name)
+        if model is None:
+            return None
+        return dict(resolve_with(model.model_dump(mode="json"), self.params if params is None else params))
+
     # --- freezing -------------------------------------------------------------------------
 
     def to_frozen(self) -> dict[str, Any]:

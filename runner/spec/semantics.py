@@ -132,9 +132,11 @@ def check_semantics(
             this = f"phase '{name}'" if isinstance(name, str) else "this phase"
             _phase(c, here, e, earlier, set(phases), set(gates), this, spec_dir, check_uses)
             if effective_params is not None:
-                for key in ("with", "run", "env"):
+                for key in ("with", "run", "env", "model"):
                     if key in e:
                         _scan_refs(c, here + (key,), e[key], effective_params)
+    if effective_params is not None and isinstance(data.get("model"), Mapping):
+        _scan_refs(c, ("model",), data["model"], effective_params)
     return c.problems + key_problems(data, marks, file)
 
 

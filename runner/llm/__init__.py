@@ -1,0 +1,1 @@
+"""Stage-1 built-in phases on base models: loader, prompts, cleaning, generation, critic, QC."""

@@ -1,0 +1,223 @@
+"""Batched, seeded sampling from a base model with per-row stops.
+
+Our own decoding loop over the model's KV cache rather than `model.generate`, for two
+reasons: sampling must draw from generators *we* seed (one per row, from the batch seed and
+the row's place in the batch), so a resumed batch, or a batch split in two after a CUDA
+out-of-memory error, samples exactly the same tokens; and each row must stop at EOS or at
+any stop string, which we detect by decoding only the tail of the row each step.
+
+The loop matches `model.generate` where both apply: left padding, position ids from the
+attention mask's cumulative sum, greedy = argmax when `temperature == 0` (a test checks it
+token for token), and the same repetition-penalty and nucleus (top-p) rules as the
+transformers logits processors.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import structlog
+import torch
+
+from runner.llm.loader import LoadedModel
+from runner.llm.prompts import row_seed
+
+__all__ = ["Generation", "SamplingParams", "StopChecker", "forward_params", "generate"]
+
+_log = structlog.get_logger("runner.llm")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample; `temperature == 0` means greedy."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 128
+    stop_strings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, recorded in every record's provenance."""
+        d = asdict(self)
+        d["stop_strings"] = list(self.stop_strings)
+        return d
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One row's continuation. `tokens` counts generated tokens, EOS excluded."""
+
+    text: str
+    tokens: int
+    hit_token_limit: bool
+    stopped_by: str  # "eos" | "stop_string" | "max_new_tokens"
+    token_ids: tuple[int, ...]
+
+
+class StopChecker:
+    """Finds a stop string at the end of a growing token list by decoding only its tail.
+
+    Every token is at least one byte, so the last `longest stop string in bytes + 1` tokens
+    hold any stop string completed by the newest token.
+    """
+
+    def __init__(self, tokenizer: Any, stop_strings: tuple[str, ...]) -> None:
+        self.tokenizer = tokenizer
+        self.stops = tuple(s for s in stop_strings if s)
+        self.window = max((len(s.encode()) for s in self.stops), default=0) + 1
+
+    def hit(self, ids: list[int]) -> bool:
+        """True when the decoded tail of `ids` contains a stop string."""
+        if not self.stops or not ids:
+            return False
+        tail = self.tokenizer.decode(ids[-self.window :], skip_special_tokens=False)
+        return any(s in tail for s in self.stops)
+
+
+def _eos_ids(lm: LoadedModel) -> set[int]:
+    ids: set[int] = set()
+    if lm.tokenizer.eos_token_id is not None:
+        ids.add(int(lm.tokenizer.eos_token_id))
+    conf = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
+    for x in conf if isinstance(conf, list) else [conf]:
+        if x is not None:
+            ids.add(int(x))
+    return ids
+
+
+@functools.cache
+def forward_params(model_class: type) -> frozenset[str]:
+    """The keyword names a model class's forward takes (looked up once per class)."""
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
+def _forward(model: Any, cache: Any, **inputs: Any) -> tuple[torch.Tensor, Any]:
+    # transformers renamed `past_key_values` to `cache`; speak whichever this version takes.
+    params = forward_params(type(model))
+    key = "cache" if "cache" in params else "past_key_values"
+    if cache is not None:
+        inputs[key] = cache
+    if "logits_to_keep" in params:
+        inputs["logits_to_keep"] = 1  # only the last position is ever sampled from
+    out = model(use_cache=True, **inputs)
+    new_cache = out.get("cache") if "cache" in out else out.get("past_key_values")
+    return out.logits[:, -1, :].float(), new_cache
+
+
+def _pick(
+    logits: torch.Tensor,
+    seen: torch.Tensor | None,
+    p: SamplingParams,
+    gens: list[torch.Generator],
+) -> torch.Tensor:
+    if seen is not None:  # tokens of the prompt or output so far, as transformers does
+        penalised = torch.where(logits < 0, logits * p.repetition_penalty,
+                                logits / p.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    if p.temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits / p.temperature
+    if p.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cum <= (1 - p.top_p)
+        drop[..., -1] = False  # always keep the most likely token
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(gens)])
+
+
+@torch.inference_mode()
+def _generate_chunk(
+    lm: LoadedModel, rows: list[list[int]], places: list[int], p: SamplingParams, seed: int
+) -> list[Generation]:
+    tok, device = lm.tokenizer, lm.device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    gens = [torch.Generator(device=device).manual_seed(row_seed(seed, i)) for i in places]
+    eos = _eos_ids(lm)
+    stopper = StopChecker(tok, p.stop_strings)
+    out: list[list[int]] = [[] for _ in rows]
+    stopped: list[str | None] = [None] * len(rows)
+    logits, cache = _forward(lm.model, None, input_ids=ids, attention_mask=mask, position_ids=pos)
+    seen: torch.Tensor | None = None
+    if p.repetition_penalty != 1.0:
+        counts = torch.zeros(logits.shape, dtype=torch.long, device=device)
+        seen = counts.scatter_add_(1, ids, mask.long()) > 0
+    for step in range(p.max_new_tokens):
+        nxt = _pick(logits, seen, p, gens)
+        chosen = nxt.tolist()
+        for i, t in enumerate(chosen):
+            if stopped[i] is not None:
+                continue
+            if t in eos:
+                stopped[i] = "eos"
+                continue
+            out[i].append(t)
+            if stopper.hit(out[i]):
+                stopped[i] = "stop_string"
+        if all(s is not None for s in stopped) or step == p.max_new_tokens - 1:
+            break
+        nxt = torch.tensor([t if s is None else pad for t, s in zip(chosen, stopped)],
+                           device=device)
+        if seen is not None:
+            seen[torch.arange(len(rows), device=device), nxt] = True
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        pos = pos[:, -1:] + 1
+        logits, cache = _forward(lm.model, cache, input_ids=nxt[:, None], attention_mask=mask,
+                                 position_ids=pos)
+    result = []
+    for ids_i, how in zip(out, stopped):
+        how = how or "max_new_tokens"
+        text = tok.decode(ids_i, skip_special_tokens=False)
+        result.append(Generation(text, len(ids_i), how == "max_new_tokens", how, tuple(ids_i)))
+    return result
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    return isinstance(exc, oom)
+
+
+def generate(
+    lm: LoadedModel,
+    token_ids: list[list[int]],
+    params: SamplingParams,
+    seed: int,
+    on_rows: Callable[[int], None] | None = None,
+    log: Any = None,
+) -> list[Generation]:
+    """Continue each prompt (token ids, BOS policy applied) and return one Generation each.
+
+    Row `i` samples from a generator seeded by (seed, i), so the result is independent of
+    how the rows are chunked. On CUDA out-of-memory a chunk is retried as two halves
+    (logged as `oom_split`) down to single rows.
+    """
+    log = log or _log
+    results: list[Generation | None] = [None] * len(token_ids)
+    todo: list[list[int]] = [list(range(len(token_ids)))] if token_ids else []
+    while todo:
+        places = todo.pop(0)
+        try:
+            chunk = _generate_chunk(lm, [token_ids[i] for i in places], places, params, seed)
+        except Exception as exc:
+            if not _is_oom(exc) or len(places) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(places) // 2
+            log.warning("oom_split", rows=len(places), into=[half, len(places) - half])
+            todo[:0] = [places[:half], places[half:]]
+            continue
+        for i, g in zip(places, chunk):
+            results[i] = g
+        if on_rows is not None:
+            on_rows(len(places))
+    return [g for g in results if g is not None]
