@@ -18,7 +18,7 @@ from runner.machine import GateStep, RunStatus
 from runner.runview import RunView, open_view, plan_of
 from runner.spec import ResolvedSpec, load_spec
 from runner.store.journal import Journal
-from runner.store.run_folder import list_runs
+from runner.store.run_folder import RunFolder, list_runs
 
 __all__ = ["cmd_decide", "cmd_gate", "cmd_log", "cmd_plan", "cmd_resume", "cmd_run", "cmd_status", "cmd_validate"]
 
@@ -53,6 +53,9 @@ def _describe_spec(spec: ResolvedSpec) -> None:
         phase = spec.phase(step.name)
         kind = f"uses {phase.uses}" if phase.uses else f"run: {spec.resolved_run(step.name, spec.params)}"
         print(f"{i:>3}. phase {step.name}: {kind}")
+        model = spec.resolved_model(step.name, spec.params)
+        if model is not None and phase.uses is not None:
+            print(f"       model = {model['path']} (dtype {model['dtype']}, device {model['device']})")
         for key, value in spec.resolved_with(step.name, spec.params).items():
             print(f"       {key} = {json.dumps(value, default=str)}")
 
@@ -101,11 +104,17 @@ def cmd_resume(args: argparse.Namespace, state_dir: Path) -> int:
     """Continue a run; a completed, aborted or undecided one exits at once with its code."""
     from runner.engine import RunEngine  # noqa: PLC0415
 
+    folder = RunFolder(state_dir, args.run_id)
+    if folder.exists() and not Journal(folder.events).read(repair=False).records:
+        # Its `run` died before journalling the start: `open` finishes the start.
+        engine = RunEngine.open(state_dir, args.run_id)
+        return _drive(engine, args.wait)
     view = open_view(state_dir, args.run_id)
     finished = {RunStatus.COMPLETED: EXIT_OK, RunStatus.ABORTED: 5}
-    if view.state.status in finished:
-        print(f"run {args.run_id} is already {view.state.status}")
-        return finished[view.state.status]
+    # `journalled`: an ABORT recorded by `decide` but not yet journalled is journalled below.
+    if view.journalled.status in finished:
+        print(f"run {args.run_id} is already {view.journalled.status}")
+        return finished[view.journalled.status]
     if view.state.status == RunStatus.AWAITING_DECISION and not args.wait:
         print(f"run {args.run_id} awaits a decision at gate '{view.state.pending_gate}': "
               f"runner gate {args.run_id}; runner decide {args.run_id} --gate {view.state.pending_gate} ...")

@@ -10,6 +10,8 @@ phase left `running` back to `pending`, discards uncommitted batch files, and go
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -29,7 +31,7 @@ from runner.phases.execute import PhaseJob, describe_error, execute_phase
 from runner.planning import find_reusable, fingerprint_of, inputs_of, phase_payload
 from runner.runview import load_frozen_spec, plan_of, replay
 from runner.spec import ResolvedSpec
-from runner.store.atomic import write_atomic, write_json_atomic
+from runner.store.atomic import fsync_dir, write_atomic, write_json_atomic
 from runner.store.journal import Journal, utc_now
 from runner.store.lock import RunLock
 from runner.store.run_folder import RunFolder, new_run_id
@@ -60,25 +62,31 @@ class RunEngine:
     @classmethod
     def start(cls, spec: ResolvedSpec, state_dir: Path, run_id: str | None) -> RunEngine:
         """Create the run folder, freeze the spec, write the manifest, take the lock, start."""
-        folder = RunFolder(state_dir, run_id or new_run_id(spec.spec.name))
-        folder.create()
-        write_atomic(folder.spec_yaml, spec.source_text.encode())
-        write_json_atomic(folder.spec_json, spec.to_frozen())
-        attach_run_log(folder.log)
+        # Absolute: a shell phase runs in the spec's folder, so a relative RUNNER_OUTPUT_DIR
+        # (from a relative --state-dir) would point elsewhere.
+        folder = RunFolder(Path(state_dir).absolute(), run_id or new_run_id(spec.spec.name))
+        _create_with_frozen_spec(folder, spec)
         lock = RunLock(folder.root, folder.run_id)
         lock.acquire()
+        attach_run_log(folder.log)
         engine = cls(folder, spec, lock)
+        engine._start_journal()
+        return engine
+
+    def _start_journal(self) -> None:
+        """Write the manifest and journal `RunStarted` (also what `open` finishes when the
+        `run` that created the folder died before journalling it)."""
+        spec, folder = self.spec, self.folder
         manifest = build_manifest(folder.run_id, spec.sha256, spec.spec_dir)
         write_json_atomic(folder.manifest, manifest)
-        engine.log.info("run_created", run_id=folder.run_id, spec=str(spec.source_path),
-                        spec_sha256=spec.sha256, git_commit=manifest["git"]["commit"])
-        engine._emit(RunStarted(run_id=folder.run_id, name=spec.spec.name, params=spec.params))
-        return engine
+        self.log.info("run_created", run_id=folder.run_id, spec=str(spec.source_path),
+                      spec_sha256=spec.sha256, git_commit=manifest["git"]["commit"])
+        self._emit(RunStarted(run_id=folder.run_id, name=spec.spec.name, params=spec.params))
 
     @classmethod
     def open(cls, state_dir: Path, run_id: str) -> RunEngine:
         """Take the lock of an existing run and rebuild its state from the journal."""
-        folder = RunFolder(state_dir, run_id)
+        folder = RunFolder(Path(state_dir).absolute(), run_id)  # absolute: see `start`
         spec = load_frozen_spec(folder)
         lock = RunLock(folder.root, run_id)
         takeover = lock.acquire()
@@ -90,6 +98,10 @@ class RunEngine:
         read = engine.journal.read(repair=True)
         if read.repaired_tail is not None:
             engine.log.warning("journal_tail_repaired", detail=read.repaired_tail)
+        if not read.records:  # its `run` died after freezing the spec, before journalling the start
+            engine.log.warning("run_start_completed", run_id=run_id)
+            engine._start_journal()
+            return engine
         engine.state = replay(read.records, engine.plan, folder.read_snapshot())
         folder.write_snapshot(engine.state.model_dump(mode="json"))
         return engine
@@ -208,6 +220,10 @@ class RunEngine:
         assert inst is not None
         return self.folder.phase_dir(name, inst.reused_from or inst.iteration)
 
+    def _records_path(self, name: str) -> Path | None:
+        """The records file of the latest instance of `name` (what its readers read)."""
+        return self._instance_dir(name) / "records.jsonl" if self.st.latest_instance(name) else None
+
     def _read_input(self, phase: str, name: str) -> list[dict[str, Any]]:
         allowed = inputs_of(self.spec, self.plan, phase)
         if name not in allowed:
@@ -223,7 +239,8 @@ class RunEngine:
         gpu_s = sum(p.wall_s for p in self.st.phases if p.used_cuda and p.status != "reused")
         cost = gpu_s / 3600.0 * budget.gpu_hour_usd
         if cost >= budget.max_usd:
-            return f"budget spent: {gpu_s:.0f} GPU-seconds cost ${cost:.2f} of max_usd ${budget.max_usd:.2f}"
+            # 4 significant digits: a small budget must not read "$0.00 of max_usd $0.00"
+            return f"budget spent: {gpu_s:.4g} GPU-seconds cost ${cost:.4g} of max_usd ${budget.max_usd:.4g}"
         return None
 
     def _run_phase(self, name: str) -> bool:
@@ -234,7 +251,7 @@ class RunEngine:
             self.log.error("budget_exhausted", reason=reason)
             return False
         phase = self.spec.phase(name)
-        payload = phase_payload(self.spec, self.plan, self.st, name)
+        payload = phase_payload(self.spec, self.plan, self.st, name, self._records_path)
         fingerprint = fingerprint_of(payload)
         earlier = find_reusable(self.st, name, fingerprint)
         if earlier is not None:
@@ -257,6 +274,8 @@ class RunEngine:
             spec_dir=self.spec.spec_dir, spec_sha256=self.spec.sha256, git_commit=self._git_commit(),
             model_spec=model_spec, log=log, read_input=lambda n: self._read_input(name, n),
             input_names=inputs_of(self.spec, self.plan, name),
+            input_dirs={n: self._instance_dir(n) for n in inputs_of(self.spec, self.plan, name)
+                        if self.st.latest_instance(n) is not None},
         )
         retry = phase.retry
         job = PhaseJob(
@@ -264,6 +283,7 @@ class RunEngine:
             retry_attempts=retry.attempts if retry else 1, retry_on=tuple(retry.on) if retry else (),
             backoff_s=retry.backoff_s if retry else 0.0, max_backoff_s=retry.max_backoff_s if retry else 0.0,
             ctx=ctx, children=self.lock,
+            sharding=phase.shards.model_dump(mode="json") if phase.shards is not None else None,
         )
         log.info("phase_started", attempt=self.st.instance(name, self.st.iteration).attempts)
         start = time.monotonic()
@@ -287,6 +307,33 @@ class RunEngine:
             return json.loads(self.folder.manifest.read_text(encoding="utf-8"))["git"]["commit"]
         except (OSError, ValueError, KeyError):
             return None
+
+
+def _create_with_frozen_spec(folder: RunFolder, spec: ResolvedSpec) -> None:
+    """Create the run folder with its frozen spec in one atomic step.
+
+    The folder is made under `STATE_DIR/.starting/` and renamed into place, so a `run` killed
+    at any instant leaves either no run folder (run it again) or one that `resume` can continue
+    (its frozen spec is there); never a folder that neither `run` nor `resume` accepts.
+    """
+    if folder.exists():
+        folder.create()  # raises the `Refused` of an existing run id
+    staging = RunFolder(folder.state_dir / ".starting" / secrets.token_hex(8), folder.run_id)
+    staging.create()
+    write_atomic(staging.spec_yaml, spec.source_text.encode())
+    write_json_atomic(staging.spec_json, spec.to_frozen())
+    try:
+        os.rename(staging.root, folder.root)  # fails if the folder exists (not empty) meanwhile
+    except OSError:
+        shutil.rmtree(staging.state_dir, ignore_errors=True)
+        if folder.exists():
+            folder.create()  # raises the `Refused` of an existing run id
+        raise
+    fsync_dir(folder.state_dir)
+    try:
+        staging.state_dir.rmdir()
+    except OSError:
+        pass
 
 
 def _read_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:

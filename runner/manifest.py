@@ -57,16 +57,21 @@ def _versions() -> dict[str, str | None]:
 
 
 def _cuda() -> dict[str, Any]:
-    """CUDA build and visible GPUs; asks torch only if something already imported it."""
+    """CUDA build and visible GPUs, without importing torch (1-3 s) for a run that may not
+    use it: torch is asked only if already imported, else `nvidia-smi` names the GPUs and the
+    torch version string (`2.11.0+cu130`) tells the CUDA build."""
     torch = sys.modules.get("torch")
-    if torch is None:
-        try:
-            import torch  # noqa: PLC0415 - optional and slow, so only here
-        except ImportError:
-            return {"available": False, "version": None, "gpus": []}
-    available = bool(torch.cuda.is_available())
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if available else []
-    return {"available": available, "version": torch.version.cuda, "gpus": gpus}
+    if torch is not None:
+        available = bool(torch.cuda.is_available())
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if available else []
+        return {"available": available, "version": torch.version.cuda, "gpus": gpus}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=False)
+        gpus = [g.strip() for g in out.stdout.splitlines() if g.strip()] if out.returncode == 0 else []
+    except (OSError, subprocess.SubprocessError):
+        gpus = []
+    return {"available": bool(gpus), "version": None, "gpus": gpus}
 
 
 def build_manifest(run_id: str, spec_sha256: str, spec_dir: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ since its latest instance (`with.temperature`, `inputs.generate_instructions`, .
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from runner.machine import (
@@ -31,6 +32,13 @@ def _earlier_payload(view: RunView, state: RunState, name: str) -> dict[str, Any
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _records_path(view: RunView, state: RunState, name: str) -> Path | None:
+    inst = state.latest_instance(name)
+    if inst is None or inst.status not in ("succeeded", "reused"):
+        return None  # a phase the simulation "ran" has no records yet: its fingerprint stands
+    return view.folder.phase_dir(name, inst.reused_from or inst.iteration) / "records.jsonl"
 
 
 def describe_resume(view: RunView) -> str:
@@ -56,7 +64,7 @@ def describe_resume(view: RunView) -> str:
         if isinstance(step, GateStep):
             lines.append(f"  stop at gate {step.name} ({len(step.checks)} checks)")
             break
-        payload = phase_payload(spec, plan, sim, step.name)
+        payload = phase_payload(spec, plan, sim, step.name, lambda n: _records_path(view, sim, n))
         fp = fingerprint_of(payload)
         earlier = find_reusable(sim, step.name, fp)
         if earlier is not None:

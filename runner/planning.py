@@ -7,6 +7,10 @@ resuming, what will run and which key changed). Pure apart from hashing the phas
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from runner.fingerprint import canonical_json, source_hash
@@ -15,7 +19,7 @@ from runner.machine import GateStep, PhaseInstance, Plan, RunState
 from runner.spec import ResolvedSpec
 from runner.store.batches import derive_seed
 
-__all__ = ["changed_keys", "find_reusable", "fingerprint_of", "inputs_of", "phase_payload"]
+__all__ = ["changed_keys", "find_reusable", "fingerprint_of", "inputs_of", "phase_payload", "records_hash"]
 
 
 def inputs_of(spec: ResolvedSpec, plan: Plan, name: str) -> list[str]:
@@ -27,13 +31,48 @@ def inputs_of(spec: ResolvedSpec, plan: Plan, name: str) -> list[str]:
     return names[: names.index(name)]
 
 
-def phase_payload(spec: ResolvedSpec, plan: Plan, state: RunState, name: str) -> dict[str, Any]:
-    """Everything that determines the phase's output, as one JSON-able mapping."""
+def records_hash(path: Path) -> str | None:
+    """sha256 of a records file's content, each record without its `provenance`.
+
+    An input's records, not its fingerprint, are what a phase reads: a critic re-run with a
+    new threshold that accepts the same records leaves the phases after it reusable. The
+    provenance (iteration, parameters) differs between such runs and is left out.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _records_hash(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=128)
+def _records_hash(path: str, mtime_ns: int, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    record.pop("provenance", None)
+                digest.update(canonical_json(record) + b"\n")
+    return digest.hexdigest()
+
+
+def phase_payload(spec: ResolvedSpec, plan: Plan, state: RunState, name: str,
+                  input_records: Callable[[str], Path | None] | None = None) -> dict[str, Any]:
+    """Everything that determines the phase's output, as one JSON-able mapping.
+
+    `input_records(name)` gives the records file of an input's latest instance; its content
+    hash stands for that input. Without it (or before that input wrote records) the input's
+    fingerprint stands for it.
+    """
     phase, params = spec.phase(name), state.params
-    inputs = {}
+    inputs: dict[str, str | None] = {}
     for n in inputs_of(spec, plan, name):
         inst = state.latest_instance(n)
-        inputs[n] = inst.fingerprint if inst is not None else None
+        path = input_records(n) if input_records is not None and inst is not None else None
+        content = records_hash(path) if path is not None else None
+        inputs[n] = f"records:{content}" if content else (inst.fingerprint if inst is not None else None)
     return {
         "uses": phase.uses,
         "run": spec.resolved_run(name, params),
@@ -42,6 +81,7 @@ def phase_payload(spec: ResolvedSpec, plan: Plan, state: RunState, name: str) ->
         "model": spec.resolved_model(name, params),
         "inputs": inputs,
         "seed": derive_seed(spec.spec.seed, name),
+        "shards": phase.shards.count if phase.shards is not None else None,  # shards seed apart
         "source": source_hash(phase.uses, spec.spec_dir),
     }
 

@@ -13,6 +13,7 @@ folder, so anything JSON cannot hold (dates, binary, sets, custom tags) is refus
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,9 +40,14 @@ class SpecLoader(yaml.SafeLoader):
     """A SafeLoader that leaves dates as text, so every loaded value is JSON-friendly."""
 
 
+_BOOL = "tag:yaml.org,2002:bool"
+# YAML 1.1 reads yes/no/on/off as booleans, so `retry: {on: [...]}` would become `True: [...]`.
+# Only true/false are booleans in a spec (as in YAML 1.2).
+_BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+
 # Copy the resolver table rather than editing it in place: SafeLoader's table is shared.
 SpecLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _TIMESTAMP]
+    first: [(tag, _BOOL_RE if tag == _BOOL else rx) for tag, rx in resolvers if tag != _TIMESTAMP]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
