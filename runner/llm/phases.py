@@ -97,6 +97,12 @@ class _Setup:
         return lm, outs
 
 
+def _share(ctx: Any, items: Any) -> list[Any]:
+    """This shard's share of the work (all of it when the phase is not sharded)."""
+    split = getattr(ctx, "shard_items", None)
+    return split(items) if callable(split) else list(items)
+
+
 def _pool_sha256(pool: list[dict[str, Any]]) -> str:
     # The examples' content, not just the file name, is what the prompts were built from.
     return hashlib.sha256(json.dumps(pool, sort_keys=True).encode()).hexdigest()
@@ -129,7 +135,7 @@ def generate_instructions(ctx: Any) -> dict[str, float]:
     total = math.ceil(count * oversample)
     written: list[dict[str, Any]] = []
     bar = progress(ctx, total, f"{ctx.phase}: generate")
-    for batch in ctx.batches(list(range(total)), batch_size):
+    for batch in ctx.batches(_share(ctx, range(total)), batch_size):
         shown = [pick_shots(s.pool, s.shots, batch.seed, row) for row in range(len(batch.items))]
         prompts = [instruction_prompt([e["instruction"] for e in x], s.t) for x in shown]
         ids = [f"i{item:06d}" for item in batch.items]
@@ -164,7 +170,7 @@ def generate_responses(ctx: Any) -> dict[str, float]:
     items = [{"id": r["id"], "instruction": r["instruction"]} for r in instructions]
     written: list[dict[str, Any]] = []
     bar = progress(ctx, len(items), f"{ctx.phase}: generate")
-    for batch in ctx.batches(items, batch_size):
+    for batch in ctx.batches(_share(ctx, items), batch_size):
         shown = [pick_shots(s.pool, s.shots, batch.seed, row) for row in range(len(batch.items))]
         prompts = [
             response_prompt([(e["instruction"], e["response"]) for e in x], it["instruction"], s.t)
@@ -238,7 +244,7 @@ def critic_filter(ctx: Any) -> dict[str, float]:
     written: list[dict[str, Any]] = []
     hits = 0
     bar = progress(ctx, len(items), f"{ctx.phase}: score")
-    for batch in ctx.batches(items, batch_size):
+    for batch in ctx.batches(_share(ctx, items), batch_size):
         prompts = [
             critic_prompt(kind, pick_shots(pool, shots, batch.seed, row), it, t)
             for row, it in enumerate(batch.items)

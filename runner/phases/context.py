@@ -61,6 +61,9 @@ class PhaseContext:
     log: Any
     read_input: Callable[[str], list[dict[str, Any]]]
     input_names: list[str] = field(default_factory=list)  # what `input` accepts, in spec order
+    input_dirs: dict[str, Path] = field(default_factory=dict)  # their instances' folders
+    shard: int | None = None  # this call's shard of a sharded phase, else None
+    num_shards: int = 1
     used_cuda: bool = False
     _next_batch: int = 0
     _store: BatchStore = field(init=False)
@@ -74,13 +77,29 @@ class PhaseContext:
         self._committed = self._store.committed()
 
     @property
+    def _seed_key(self) -> str:
+        # A shard draws its own numbers; an unsharded phase keeps the contract's key.
+        return self.phase if self.shard is None else f"{self.phase}/shard{self.shard}"
+
+    @property
     def seed(self) -> int:
-        """Derived from the run seed and the phase name only (not the iteration)."""
-        return derive_seed(self.run_seed, self.phase)
+        """Derived from the run seed and the phase name (and shard) only, not the iteration."""
+        return derive_seed(self.run_seed, self._seed_key)
+
+    def shard_items(self, items: Iterable[Any]) -> list[Any]:
+        """This shard's share of `items` (every `num_shards`-th one); all of them unsharded."""
+        pool = list(items)
+        return pool if self.shard is None else pool[self.shard :: self.num_shards]
 
     def input(self, name: str) -> list[dict[str, Any]]:
         """The records an earlier phase wrote, in batch-index order."""
         return self.read_input(name)
+
+    def input_dir(self, name: str) -> Path:
+        """The folder of the instance whose records `input(name)` returns (shards, artefacts)."""
+        if name not in self.input_dirs:
+            raise KeyError(f"ctx.input_dir('{name}'): not an input of this phase with output yet")
+        return self.input_dirs[name]
 
     def records(self) -> list[dict[str, Any]]:
         """This instance's committed records so far, those of earlier attempts included."""
@@ -96,7 +115,7 @@ class PhaseContext:
             self._next_batch += 1
             if index in self._committed:
                 continue
-            batch = Batch(index, pool[start : start + size], derive_seed(self.run_seed, self.phase, index))
+            batch = Batch(index, pool[start : start + size], derive_seed(self.run_seed, self._seed_key, index))
             yield batch
             # Reached only when the loop body finished without raising.
             self._store.commit(index, batch.records)

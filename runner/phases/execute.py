@@ -45,6 +45,7 @@ class PhaseJob:
     max_backoff_s: float
     ctx: PhaseContext
     children: Any = None  # the run lock, which records shell phases' process groups
+    sharding: dict[str, Any] | None = None  # the spec's `shards:`, for a sharded phase
 
 
 def _named_in(exc: BaseException, names: tuple[str, ...]) -> bool:
@@ -52,6 +53,13 @@ def _named_in(exc: BaseException, names: tuple[str, ...]) -> bool:
 
 
 def _run_python(job: PhaseJob) -> dict[str, float]:
+    if job.sharding is not None:
+        from runner.shards import execute_shards, shard_job  # noqa: PLC0415 - sharded phases only
+
+        work = shard_job(job.ctx, job.uses or "", int(job.sharding["count"]))
+        metrics, used_cuda = execute_shards(work, job.sharding, job.ctx.log)
+        job.ctx.used_cuda = job.ctx.used_cuda or used_cuda
+        return metrics
     try:
         fn = resolve_uses(job.uses or "", job.ctx.spec_dir)
     except UsesError as exc:

@@ -24,6 +24,9 @@ BUILTIN_PHASES: dict[str, str] = {
     "generate_responses": "runner.llm.phases:generate_responses",
     "critic_filter": "runner.llm.phases:critic_filter",
     "qc": "runner.llm.phases:qc",
+    "evaluate": "runner.llm.evaluate:evaluate",
+    "merge": "runner.llm.merge:merge",
+    "sft": "runner.llm.sft:sft",
 }
 
 

@@ -42,7 +42,9 @@ __all__ = [
     "GateSpec",
     "ModelSpec",
     "PhaseSpec",
+    "ResourcesSpec",
     "RetrySpec",
+    "ShardingSpec",
     "Spec",
     "parse_check",
 ]
@@ -106,6 +108,25 @@ class RetrySpec(_Model):
     max_backoff_s: float = Field(default=30, ge=0)
 
 
+class ResourcesSpec(_Model):
+    """What one shard asks of a Ray cluster (ignored by the local executor)."""
+
+    num_gpus: float = Field(default=0, ge=0)
+    num_cpus: float = Field(default=1, ge=0)
+
+
+class ShardingSpec(_Model):
+    """How a phase's work splits into shards and where they run."""
+
+    count: int = Field(ge=1)
+    executor: Literal["local", "ray"] = "local"
+    # local: worker processes; "auto" is one per visible GPU (none: shards run in-process).
+    workers: int | Literal["auto"] = "auto"
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    address: str | None = None  # a Ray cluster; default $RAY_ADDRESS, else a local Ray
+    max_retries: int = Field(default=3, ge=0)  # Ray task retries when a worker dies
+
+
 class PhaseSpec(_Model):
     """A phase: a Python function (`uses`) or a shell command (`run`)."""
 
@@ -117,6 +138,7 @@ class PhaseSpec(_Model):
     retry: RetrySpec | None = None
     env: dict[str, EnvValue] = Field(default_factory=dict)
     model: ModelSpec | None = None
+    shards: ShardingSpec | None = None
     description: str | None = None
 
     @property

@@ -149,7 +149,10 @@ def _phase(c: _Checker, here: KeyPath, e: Mapping[str, Any], earlier: list[str],
         later = max(("uses", "run"), key=lambda k: c.marks.key(here + (k,)))
         c.at_key(here + (later,), f"{this} has both 'uses' and 'run'; keep one: 'uses' for a "
                  "Python function (module:function), 'run' for a shell command")
-    elif not has_uses and not has_run:
+    if has_run and e.get("shards") is not None:
+        c.at_key(here + ("shards",), f"{this} is a shell phase; 'shards' needs a Python phase "
+                 "('uses'), whose ctx.shard_items() splits the work")
+    if not has_uses and not has_run:
         c.at_value(here, f"{this} has neither 'uses' (a Python function, module:function) nor "
                    "'run' (a shell command); add one")
     uses = e.get("uses")
