@@ -10,12 +10,21 @@ The loop matches `model.generate` where both apply: left padding, position ids f
 attention mask's cumulative sum, greedy = argmax when `temperature == 0` (a test checks it
 token for token), and the same repetition-penalty and nucleus (top-p) rules as the
 transformers logits processors.
+
+This file's loop is the simple one, used on CPU: one eager forward and one host round trip
+per token. On CUDA, `generate` runs the fast loop of `fastgen.py` instead (static KV cache,
+each decode step one CUDA graph, sampling on the device, stops checked every 16 steps), with
+the same contract: greedy output token for token, stop strings and EOS cut at the same token,
+a row's draws a function of (batch seed, row) alone. Its draws come from a counter-based
+hash, not from these torch generators, so a sampled row differs between the two loops (as it
+does between CPU and GPU numerics anyway). `engine_for` says which loop runs.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,7 +35,10 @@ import torch
 from runner.llm.loader import LoadedModel
 from runner.llm.prompts import row_seed
 
-__all__ = ["Generation", "SamplingParams", "StopChecker", "forward_params", "generate"]
+__all__ = ["ENGINE_ENV", "Generation", "SamplingParams", "StopChecker", "engine_for", "eos_ids",
+           "forward_params", "generate"]
+
+ENGINE_ENV = "RUNNER_GENERATION"  # "simple" | "static" | "auto" (default): see engine_for
 
 _log = structlog.get_logger("runner.llm")
 
@@ -79,7 +91,8 @@ class StopChecker:
         return any(s in tail for s in self.stops)
 
 
-def _eos_ids(lm: LoadedModel) -> set[int]:
+def eos_ids(lm: LoadedModel) -> set[int]:
+    """The token ids that end a row: the tokenizer's EOS and the generation config's."""
     ids: set[int] = set()
     if lm.tokenizer.eos_token_id is not None:
         ids.add(int(lm.tokenizer.eos_token_id))
@@ -143,7 +156,7 @@ def _generate_chunk(
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
     gens = [torch.Generator(device=device).manual_seed(row_seed(seed, i)) for i in places]
-    eos = _eos_ids(lm)
+    eos = eos_ids(lm)
     stopper = StopChecker(tok, p.stop_strings)
     out: list[list[int]] = [[] for _ in rows]
     stopped: list[str | None] = [None] * len(rows)
@@ -187,6 +200,24 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, oom)
 
 
+def engine_for(lm: LoadedModel, engine: str = "auto") -> str:
+    """Which loop runs: "static" (fastgen: static cache, CUDA graphs) or "simple" (this file).
+
+    "auto" (the default, or `$RUNNER_GENERATION`) picks "static" on CUDA for the model
+    families `static_kv.supported` reproduces exactly, else "simple": the CPU path stays this
+    simple one. "static" on CPU runs the fast loop's steps eagerly (what its tests check).
+    """
+    if engine == "auto":
+        engine = os.environ.get(ENGINE_ENV, "auto") or "auto"
+    if engine not in ("auto", "simple", "static"):
+        raise ValueError(f"generation engine must be auto, simple or static, got {engine!r}")
+    if engine == "auto":
+        from runner.llm.static_kv import supported
+
+        engine = "static" if lm.device.type == "cuda" and supported(lm.model) else "simple"
+    return engine
+
+
 def generate(
     lm: LoadedModel,
     token_ids: list[list[int]],
@@ -194,24 +225,31 @@ def generate(
     seed: int,
     on_rows: Callable[[int], None] | None = None,
     log: Any = None,
+    *,
+    engine: str = "auto",
 ) -> list[Generation]:
     """Continue each prompt (token ids, BOS policy applied) and return one Generation each.
 
-    Row `i` samples from a generator seeded by (seed, i), so the result is independent of
+    Row `i` samples from a stream seeded by (seed, i), so the result is independent of
     how the rows are chunked. On CUDA out-of-memory a chunk is retried as two halves
-    (logged as `oom_split`) down to single rows.
+    (logged as `oom_split`) down to single rows. `engine`: see `engine_for`.
     """
     log = log or _log
+    chunk_fn: Callable[..., list[Generation]] = _generate_chunk
+    if engine_for(lm, engine) == "static":
+        from runner.llm.fastgen import generate_static
+
+        chunk_fn = functools.partial(generate_static, log=log)
     results: list[Generation | None] = [None] * len(token_ids)
     todo: list[list[int]] = [list(range(len(token_ids)))] if token_ids else []
     while todo:
         places = todo.pop(0)
         try:
-            chunk = _generate_chunk(lm, [token_ids[i] for i in places], places, params, seed)
+            chunk = chunk_fn(lm, [token_ids[i] for i in places], places, params, seed)
         except Exception as exc:
             if not _is_oom(exc) or len(places) == 1:
                 raise
-            torch.cuda.empty_cache()
+            _free_memory()
             half = len(places) // 2
             log.warning("oom_split", rows=len(places), into=[half, len(places) - half])
             todo[:0] = [places[:half], places[half:]]
@@ -221,3 +259,14 @@ def generate(
         if on_rows is not None:
             on_rows(len(places))
     return [g for g in results if g is not None]
+
+
+def _free_memory() -> None:
+    # The fast loop keeps its cache and graphs for the next call; after an OOM they must go.
+    import sys
+
+    fastgen = sys.modules.get("runner.llm.fastgen")
+    if fastgen is not None:
+        fastgen.clear_runners()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

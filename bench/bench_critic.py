@@ -1,0 +1,105 @@
+"""Critic scoring speed on a realistic length mix: length buckets vs one padded batch (issue 5,
+item 3).
+
+On a random-initialised 1.24B Llama in bf16 (see `_llm.py`), prompts of random tokens whose
+lengths spread uniformly from 20 to 400, scored with `critic.score_prompts` (last position
+only, `logits_to_keep=1`):
+
+* unbucketed: the prompts as they come, in batches of `--batch-rows` rows, each left-padded to
+  its longest prompt (the path before buckets);
+* bucketed: all prompts at once through the length buckets (sorted by length, at most 10% of
+  padding, at most `--max-tokens` padded tokens a forward).
+
+For each: real tokens/s, TFLOP/s of useful work (2 × parameters × real tokens / s) and of
+executed work (padded tokens), padding waste (padding over real tokens), forwards; and whether
+the two give the same p_a (largest difference) and the same verdicts at p_a >= 0.5. Each is
+timed on its second run (the first warms the kernels up).
+
+Run (device): python bench/bench_critic.py [--append-results]
+CPU smoke:    python bench/bench_critic.py --tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+from _llm import append_results, build, print_table, sync
+from runner.llm import critic
+
+MATMUL_TFLOPS = 790.0  # a large bf16 matrix product on the H100 (MEASURED.md, KINDS.md)
+
+
+def mix(n: int, lo: int, hi: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(1, vocab) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
+
+
+def run(lm, rows, labels, bucketed: bool, batch_rows: int, max_tokens: int):
+    """(seconds, scores, stats) of scoring every row, timed on a second run."""
+    for timed in (False, True):
+        stats: dict[str, float] = {"forwards": 0, "real_tokens": 0, "padded_tokens": 0}
+        scores = []
+        sync(lm)
+        t0 = time.perf_counter()
+        if bucketed:
+            scores = critic.score_prompts(lm, rows, labels, max_tokens=max_tokens, stats=stats)
+        else:
+            for i in range(0, len(rows), batch_rows):
+                part: dict[str, float] = {}
+                scores += critic.score_prompts(lm, rows[i : i + batch_rows], labels,
+                                               bucketed=False, stats=part)
+                for k in ("forwards", "real_tokens", "padded_tokens"):
+                    stats[k] += part[k]
+        sync(lm)
+        seconds = time.perf_counter() - t0
+    stats["padding_waste"] = (stats["padded_tokens"] - stats["real_tokens"]) / stats["real_tokens"]
+    return seconds, scores, stats
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="small float32 model on CPU (smoke)")
+    ap.add_argument("--prompts", type=int, default=None, help="default 4096 (tiny: 64)")
+    ap.add_argument("--min-len", type=int, default=20)
+    ap.add_argument("--max-len", type=int, default=400)
+    ap.add_argument("--batch-rows", type=int, default=128, help="rows a batch, unbucketed")
+    ap.add_argument("--max-tokens", type=int, default=32768, help="padded tokens a forward")
+    ap.add_argument("--append-results", action="store_true")
+    args = ap.parse_args()
+    lm, params = build(args.tiny)
+    n = args.prompts or (64 if args.tiny else 4096)
+    rows = mix(n, args.min_len, args.max_len, lm.model.config.vocab_size)
+    labels = (11, 12)
+    header = ["path", "tokens/s", "TFLOP/s useful", "TFLOP/s executed", "of 790", "waste",
+              "forwards", "seconds"]
+    table, results = [], {}
+    for name, bucketed in (("unbucketed", False), ("bucketed", True)):
+        seconds, scores, st = run(lm, rows, labels, bucketed, args.batch_rows, args.max_tokens)
+        results[name] = scores
+        useful = 2 * params * st["real_tokens"] / seconds / 1e12
+        executed = 2 * params * st["padded_tokens"] / seconds / 1e12
+        table.append([name, f"{st['real_tokens'] / seconds:,.0f}", f"{useful:.1f}",
+                      f"{executed:.1f}", f"{useful / MATMUL_TFLOPS:.1%}",
+                      f"{st['padding_waste']:.1%}", str(int(st["forwards"])), f"{seconds:.2f}"])
+    print_table(header, table)
+    a, b = results["unbucketed"], results["bucketed"]
+    diff = max(abs(x.p_a - y.p_a) for x, y in zip(a, b))
+    same = sum(x.accepted(0.5) == y.accepted(0.5) for x, y in zip(a, b))
+    agree = (f"bucketed vs unbucketed: max |p_a difference| {diff:.2e}, verdicts at 0.5 "
+             f"identical for {same}/{len(a)} prompts")
+    print(agree)
+    notes = [f"Model: random-initialised Llama, {params / 1e9:.2f}B parameters; {n} prompts of "
+             f"random tokens, lengths uniform in [{args.min_len}, {args.max_len}]; "
+             f"unbucketed = batches of {args.batch_rows} rows as they come; bucketed = "
+             f"`score_prompts` length buckets (<= 10% padding, <= {args.max_tokens} padded "
+             "tokens a forward). TFLOP/s = 2 x parameters x tokens / s (useful: real tokens; "
+             "executed: padded tokens); `of 790` = useful over a large bf16 matmul's rate.",
+             agree + "."]
+    if args.append_results:
+        append_results("Critic: length buckets vs unbucketed batches", lm, header, table, notes)
+
+
+if __name__ == "__main__":
+    main()

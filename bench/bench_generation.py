@@ -1,0 +1,154 @@
+"""Generation speed: our static-cache, CUDA-graph loop against `model.generate` (issue 5, item 2).
+
+On a random-initialised 1.24B Llama in bf16 (see `_llm.py`), in one process, for the same
+prompts (256 random tokens) and settings (128 new tokens, no EOS, sampling at temperature
+0.7, top_p 0.9, repetition penalty 1.15), at batch 1, 64 and 256:
+
+* tokens/s of `model.generate` (dynamic cache, the baseline of shared/device/MEASURED.md)
+  and of `runner.llm.generation.generate(engine="static")`, and their ratio;
+* our milliseconds per step (the whole call over the new tokens, prefill included) and the
+  fraction of the memory-bandwidth bound: weights bytes / 3.0e12 B/s / step time;
+* the first call's seconds (it captures the step graphs) and the sampling variant used
+  (`sort` when the top-k candidates missed the nucleus, always so on a random model).
+
+Then the greedy check: our greedy rows against `model.generate(do_sample=False)` on prompts of
+different lengths (left padded), in bf16 and again with the model in float32. On a random
+model in bf16 near-tied logits make some rows diverge after a while (both are right up to
+rounding); float32 should match every row token for token.
+
+Run (device): python bench/bench_generation.py [--append-results]
+CPU smoke:    python bench/bench_generation.py --tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import torch
+from structlog.testing import capture_logs
+
+from _llm import HBM_BYTES_PER_S, append_results, build, print_table, sync
+from runner.llm import fastgen
+from runner.llm.generation import SamplingParams, generate
+
+
+def prompts(batch: int, length: int, vocab: int, seed: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, vocab, (batch, length), generator=g).tolist()
+
+
+def time_generate(lm, rows, sp: SamplingParams) -> float:
+    """Seconds of one `model.generate` call with the same sampling settings."""
+    ids = torch.tensor(rows, device=lm.device)
+    sync(lm)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        lm.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                          temperature=sp.temperature, top_p=sp.top_p,
+                          repetition_penalty=sp.repetition_penalty,
+                          max_new_tokens=sp.max_new_tokens, pad_token_id=0)
+    sync(lm)
+    return time.perf_counter() - t0
+
+
+def time_ours(lm, rows, sp: SamplingParams, reps: int) -> tuple[float, float, dict]:
+    """(first call s, median of `reps` later calls s, what the log said)."""
+    times = []
+    with capture_logs() as logs:
+        for rep in range(reps + 1):
+            sync(lm)
+            t0 = time.perf_counter()
+            out = generate(lm, rows, sp, seed=rep, engine="static")
+            sync(lm)
+            times.append(time.perf_counter() - t0)
+            assert all(g.tokens == sp.max_new_tokens for g in out)
+    events = [e["event"] for e in logs]
+    info = {"variant": "sort" if any(e.get("variant") == "sort" for e in logs) else "topk",
+            "graph_failed": "cuda_graph_unavailable" in events,
+            "rewinds": events.count("fastgen_rewind")}
+    return times[0], statistics.median(times[1:]), info
+
+
+def greedy_check(lm, rows: int, longest: int, new: int) -> tuple[int, float]:
+    """(rows identical to model.generate's greedy output, mean length of the agreeing prefix)."""
+    vocab = lm.model.config.vocab_size
+    batch = [p[: longest - 7 * i] for i, p in enumerate(prompts(rows, longest, vocab, 99))]
+    ours = generate(lm, batch, SamplingParams(temperature=0, max_new_tokens=new), 0,
+                    engine="static")
+    ids = torch.tensor([[0] * (longest - len(r)) + r for r in batch], device=lm.device)
+    mask = (torch.arange(longest, device=lm.device)[None, :]
+            >= torch.tensor([longest - len(r) for r in batch], device=lm.device)[:, None])
+    with torch.inference_mode():
+        ref = lm.model.generate(ids, attention_mask=mask.long(), do_sample=False,
+                                max_new_tokens=new, pad_token_id=0)[:, longest:].tolist()
+    same, prefix = 0, []
+    for g, r in zip(ours, ref):
+        mine = list(g.token_ids)
+        same += mine == r
+        prefix.append(next((k for k, (a, b) in enumerate(zip(mine, r)) if a != b), len(r)))
+    return same, sum(prefix) / len(prefix)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="small float32 model on CPU (smoke)")
+    ap.add_argument("--batches", default=None, help="comma-separated (default 1,64,256)")
+    ap.add_argument("--prompt-len", type=int, default=None)
+    ap.add_argument("--new-tokens", type=int, default=None)
+    ap.add_argument("--reps", type=int, default=3, help="timed calls of ours after the first")
+    ap.add_argument("--append-results", action="store_true")
+    args = ap.parse_args()
+    batches = [int(b) for b in (args.batches or ("1,4,8" if args.tiny else "1,64,256")).split(",")]
+    plen = args.prompt_len or (32 if args.tiny else 256)
+    new = args.new_tokens or (16 if args.tiny else 128)
+    lm, params = build(args.tiny)
+    weight_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
+    sp = SamplingParams(temperature=0.7, top_p=0.9, repetition_penalty=1.15, max_new_tokens=new)
+    vocab = lm.model.config.vocab_size
+    header = ["batch", "generate tok/s", "ours tok/s", "ratio", "ours ms/step", "BW bound",
+              "first call s", "variant"]
+    table = []
+    for b in batches:
+        rows = prompts(b, plen, vocab, b)
+        time_generate(lm, rows[:1], dataclasses.replace(sp, max_new_tokens=2))  # warm-up
+        base = b * new / time_generate(lm, rows, sp)
+        first, t, info = time_ours(lm, rows, sp, args.reps)
+        ours = b * new / t
+        step = t / new
+        variant = info["variant"] + (" (eager: graph failed)" if info["graph_failed"] else "")
+        table.append([str(b), f"{base:,.0f}", f"{ours:,.0f}", f"{ours / base:.1f}x",
+                      f"{step * 1e3:.2f}", f"{weight_bytes / HBM_BYTES_PER_S / step:.1%}",
+                      f"{first:.2f}", variant])
+        fastgen.clear_runners()
+    print_table(header, table)
+    checks = []
+    longest = min(plen, 64) if args.tiny else plen
+    while True:
+        same, prefix = greedy_check(lm, 8, longest, 64)
+        checks.append(f"greedy vs model.generate ({str(lm.dtype).removeprefix('torch.')}, 8 "
+                      f"left-padded rows, 64 tokens): {same}/8 rows identical, mean agreeing "
+                      f"prefix {prefix:.1f} tokens")
+        if lm.dtype == torch.float32:
+            break
+        lm.model.float()  # again in float32, where rounding no longer flips near-ties
+        lm = dataclasses.replace(lm, dtype=torch.float32)
+        fastgen.clear_runners()
+    for line in checks:
+        print(line)
+    notes = [f"Model: random-initialised Llama, {params / 1e9:.2f}B parameters, weights "
+             f"{weight_bytes / 1e9:.2f} GB; prompts {plen} random tokens, {new} new tokens, no "
+             "EOS; T=0.7, top_p=0.9, repetition penalty 1.15. `ours` = `generate(engine="
+             "\"static\")` (static KV cache, one CUDA graph per decode step, device sampling);"
+             f" median of {args.reps} calls after a first one that captures the graphs. "
+             "ms/step = call time / new tokens (prefill included); BW bound = weights bytes "
+             "/ 3.0e12 B/s / step time.", *[f"{c}." for c in checks]]
+    if args.append_results:
+        append_results("Generation: static-cache CUDA-graph loop vs model.generate", lm, header,
+                       table, notes)
+
+
+if __name__ == "__main__":
+    main()
