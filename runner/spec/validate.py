@@ -65,12 +65,14 @@ def load_spec(
     overrides: Sequence[str] = (),
     *,
     check_uses: bool = True,
+    check_models: bool = True,
 ) -> ResolvedSpec:
     """Load, validate and resolve the spec at `path` with `--set` items `overrides`.
 
     Raises `SpecError` with every problem found, each `FILE:LINE:COL: key.path: message`
     (FILE as given); `--set` problems are reported against `--set`. With `check_uses=False`
-    the `uses:` targets are not imported (for commands that only read a spec).
+    the `uses:` targets are not imported (for commands that only read a spec); with
+    `check_models=False` a local `model.path` need not exist here (`plan` for another machine).
     """
     file = os.fspath(path)
     source_path = Path(os.path.abspath(file))
@@ -104,7 +106,7 @@ def load_spec(
     if problems or spec is None:
         # dict.fromkeys: a non-text key is seen by pydantic and by `semantics`; report it once.
         raise SpecError(sort_problems(list(dict.fromkeys(problems))))
-    return ResolvedSpec(
+    resolved = ResolvedSpec(
         spec=spec,
         source_path=source_path,
         spec_dir=source_path.parent,
@@ -113,3 +115,41 @@ def load_spec(
         params=copy.deepcopy(effective) if effective is not None else {},  # not shared with spec
         overrides=set_values,
     )
+    model_problems = _model_folder_problems(resolved, data, marks, file) if check_models else []
+    if model_problems:
+        raise SpecError(sort_problems(model_problems))
+    return resolved
+
+
+def _model_folder_problems(resolved: ResolvedSpec, data: dict[str, Any], marks: Any, file: str) -> list[SpecProblem]:
+    """A `model.path` that names a local folder must hold a model (its `config.json`).
+
+    A path that does not exist and looks like a hub id (`org/name`, no leading `.` or `/`)
+    is left to `from_pretrained`, for machines that reach a hub.
+    """
+    problems: list[SpecProblem] = []
+    seen: set[str] = set()
+    entries = data.get("phases") or []
+    for i, name in enumerate(resolved.phase_names):
+        model = resolved.resolved_model(name)
+        if model is None or not isinstance(model.get("path"), str) or model["path"] in seen:
+            continue
+        seen.add(model["path"])
+        where = ("phases", i, "model", "path") if isinstance(entries[i], dict) and "model" in entries[i] else ("model", "path")
+        raw_path = model["path"]
+        path = Path(raw_path) if Path(raw_path).is_absolute() else resolved.spec_dir / raw_path
+        hub_like = not raw_path.startswith((".", "/", "~")) and raw_path.count("/") == 1
+        if path.is_dir() and not (path / "config.json").is_file():
+            line, col = marks.value(where)
+            problems.append(SpecProblem(file, line, col, _dotted(where),
+                                        f"'{raw_path}' is a folder without config.json, not a model saved with save_pretrained"))
+        elif not path.exists() and not hub_like:
+            line, col = marks.value(where)
+            problems.append(SpecProblem(file, line, col, _dotted(where),
+                                        f"model folder '{raw_path}' does not exist (resolved to {path}); "
+                                        "fix the path or set it with --set"))
+    return problems
+
+
+def _dotted(where: tuple[Any, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if k else str(p)) for k, p in enumerate(where))

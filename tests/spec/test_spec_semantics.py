@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from runner.errors import SpecProblem
+import pytest
+
+from runner.errors import SpecError, SpecProblem
 from runner.spec import PhaseSpec, load_spec
 
 One = Callable[..., SpecProblem]
@@ -157,3 +159,21 @@ def test_param_key_with_dot(one: One, valid: str) -> None:
     p = one(valid.replace("  count: 3", "  a.b: 3"))
     assert (p.line, p.col) == (4, 3)
     assert "may not contain '.'" in p.message
+
+
+def test_missing_local_model_folder_is_located(tmp_path):
+    """A local model.path that does not exist is reported at its line, with the resolved path."""
+    spec = tmp_path / "m.yaml"
+    spec.write_text("version: 1\nname: m\nmodel: {path: ./no-such-model}\nphases:\n  - name: a\n    run: 'true'\n")
+    with pytest.raises(SpecError) as err:
+        load_spec(str(spec))
+    assert str(err.value).startswith(f"{spec}:3:15: model.path: model folder './no-such-model' does not exist")
+
+
+def test_folder_without_config_is_not_a_model(tmp_path):
+    """A model.path folder without config.json is refused before anything runs."""
+    (tmp_path / "empty").mkdir()
+    spec = tmp_path / "m.yaml"
+    spec.write_text("version: 1\nname: m\nmodel: {path: empty}\nphases:\n  - name: a\n    run: 'true'\n")
+    with pytest.raises(SpecError, match="without config.json"):
+        load_spec(str(spec))
