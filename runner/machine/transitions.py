@@ -1,14 +1,4 @@
-"""The run's pure state machine: plan, state, events, transition tables, `apply`, `next_step`.
-
-No I/O, no clock, no randomness: every timestamp and duration arrives inside an event, so
-replaying the journal through `apply` rebuilds exactly the state the run had. Two tables list
-every legal transition: `RUN_TRANSITIONS` for the run and `PHASE_TRANSITIONS` for a phase
-instance; anything else, and any failed guard, raises `IllegalTransition` and changes nothing.
-
-`IllegalTransition.state` is the run status (``"none"`` before `RunStarted`) when the run table or
-a run-level guard refuses, and the phase instance's status (``"none"`` when it has no instance in
-the current iteration) when the phase table refuses; `.detail` names the phase, gate or step.
-"""
+"""The transition tables, `apply` and `next_step` (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -16,327 +6,30 @@ import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing import Any
 
 from runner.errors import IllegalTransition
+from runner.machine.events import (
+    BudgetExhausted,
+    DecisionRecorded,
+    Event,
+    GateReached,
+    PhaseReused,
+    PhaseStarted,
+    PhaseSucceeded,
+    Resumed,
+    RunCompleted,
+    RunStarted,
+)
+from runner.machine.plan import GateStep, PhaseStep, Plan
+from runner.machine.state import (
+    GateVisit,
+    PhaseInstance,
+    PhaseStatus,
+    RunState,
+    RunStatus,
+)
 
-__all__ = [
-    "PHASE_TRANSITIONS", "RUN_TRANSITIONS", "BudgetExhausted", "CheckOutcome", "DecisionKind",
-    "DecisionRecord", "DecisionRecorded", "Event", "Finish", "GateReached", "GateStep",
-    "GateVisit", "NextStep", "PhaseFailed", "PhaseInstance", "PhaseReused", "PhaseStarted",
-    "PhaseStatus", "PhaseStep", "PhaseSucceeded", "Plan", "PlanError", "ReachGate", "Resumed",
-    "RunCompleted", "RunPhase", "RunStarted", "RunState", "RunStatus", "Step", "Stop", "apply",
-    "next_step", "param_paths", "parse_event", "replay", "set_dotted", "transition_key",
-]
-
-
-# ----------------------------------------------------------------------------------- plan
-
-
-@dataclass(frozen=True)
-class PhaseStep:
-    """A phase of the plan."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class GateStep:
-    """A gate of the plan; `iterate_from` is already defaulted to the first phase."""
-
-    name: str
-    iterate_from: str
-    may_set: tuple[str, ...] | None = None
-    max_iterations: int | None = None
-    checks: tuple[str, ...] = ()
-
-
-Step = PhaseStep | GateStep
-
-
-class PlanError(ValueError):
-    """A plan definition with problems; `.problems` lists every one."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("invalid plan: " + "; ".join(problems))
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The ordered steps of a run; checked on construction (raises `PlanError`)."""
-
-    steps: tuple[Step, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "steps", tuple(self.steps))
-        problems: list[str] = []
-        seen: dict[str, int] = {}
-        for i, step in enumerate(self.steps):
-            if step.name in seen:
-                problems.append(f"step {i}: name '{step.name}' is already used by step "
-                                f"{seen[step.name]}; give every phase and gate its own name")
-            seen.setdefault(step.name, i)
-            if isinstance(step, GateStep):
-                before = [s.name for s in self.steps[:i] if isinstance(s, PhaseStep)]
-                if step.iterate_from not in before:
-                    problems.append(f"gate '{step.name}': iterate_from '{step.iterate_from}' is "
-                                    f"not a phase before the gate (phases before it: "
-                                    f"{', '.join(before) or 'none'})")
-                if step.max_iterations is not None and step.max_iterations < 1:
-                    problems.append(f"gate '{step.name}': max_iterations must be at least 1")
-            elif not isinstance(step, PhaseStep):
-                problems.append(f"step {i}: {step!r} is neither a PhaseStep nor a GateStep")
-        if not any(isinstance(s, PhaseStep) for s in self.steps):
-            problems.append("the plan has no phase; add at least one")
-        if problems:
-            raise PlanError(problems)
-
-    def index_of(self, name: str) -> int:
-        """The index of the step called `name` (KeyError if none)."""
-        for i, step in enumerate(self.steps):
-            if step.name == name:
-                return i
-        raise KeyError(name)
-
-    def gate(self, name: str) -> GateStep | None:
-        """The gate called `name`, or None."""
-        return next((s for s in self.steps if isinstance(s, GateStep) and s.name == name), None)
-
-    @property
-    def phase_names(self) -> tuple[str, ...]:
-        """The phases' names, in order."""
-        return tuple(s.name for s in self.steps if isinstance(s, PhaseStep))
-
-    @property
-    def gate_names(self) -> tuple[str, ...]:
-        """The gates' names, in order."""
-        return tuple(s.name for s in self.steps if isinstance(s, GateStep))
-
-
-# ---------------------------------------------------------------------------------- state
-
-
-class RunStatus(StrEnum):
-    """The run's machine status (`interrupted` is computed by `status`, not stored)."""
-
-    RUNNING = "running"
-    AWAITING_DECISION = "awaiting_decision"
-    READY = "ready"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    ABORTED = "aborted"
-
-
-class PhaseStatus(StrEnum):
-    """A phase instance's status."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    REUSED = "reused"
-
-
-DecisionKind = Literal["proceed", "iterate", "abort"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
-
-
-class PhaseInstance(_Model):
-    """One phase in one iteration."""
-
-    name: str
-    iteration: int
-    status: PhaseStatus = PhaseStatus.PENDING
-    metrics: dict[str, float] = Field(default_factory=dict)
-    fingerprint: str | None = None
-    reused_from: int | None = None
-    attempts: int = 0
-    wall_s: float = 0.0
-    used_cuda: bool = False
-    error: str | None = None
-    started_at: str | None = None
-    ended_at: str | None = None
-
-
-class DecisionRecord(_Model):
-    """A recorded gate decision; `set` maps dotted parameter paths to values."""
-
-    gate: str
-    iteration: int
-    decision: DecisionKind
-    reviewer: str
-    reason: str
-    set: dict[str, Any] = Field(default_factory=dict)
-    override_checks: bool = False
-    at: str
-    packet_sha256: str | None = None
-
-
-class CheckOutcome(_Model):
-    """One evaluated gate check; `value` is None when the metric is missing."""
-
-    expr: str
-    value: float | None = None
-    passed: bool
-
-
-class GateVisit(_Model):
-    """One arrival at a gate."""
-
-    gate: str
-    iteration: int
-    checks: list[CheckOutcome] = Field(default_factory=list)
-    packet_sha256: str | None = None
-    at: str
-
-
-class RunState(_Model):
-    """Everything the machine knows about a run; immutable, JSON round-trips exactly."""
-
-    run_id: str
-    name: str
-    status: RunStatus
-    iteration: int = 1
-    cursor: int = 0
-    params: dict[str, Any] = Field(default_factory=dict)
-    phases: list[PhaseInstance] = Field(default_factory=list)
-    decisions: list[DecisionRecord] = Field(default_factory=list)
-    gate_visits: list[GateVisit] = Field(default_factory=list)
-    pending_gate: str | None = None
-    failure: str | None = None
-    seq: int = 0
-
-    def instance(self, name: str, iteration: int) -> PhaseInstance | None:
-        """The instance of phase `name` in `iteration`, or None."""
-        return next((p for p in self.phases if p.name == name and p.iteration == iteration), None)
-
-    def latest_instance(self, name: str) -> PhaseInstance | None:
-        """The latest succeeded-or-reused instance of phase `name` (gate checks, inputs)."""
-        done = (PhaseStatus.SUCCEEDED, PhaseStatus.REUSED)
-        found = [p for p in self.phases if p.name == name and p.status in done]
-        return max(found, key=lambda p: p.iteration, default=None)
-
-    def running_instance(self) -> PhaseInstance | None:
-        """The instance now `running`, or None."""
-        return next((p for p in self.phases if p.status == PhaseStatus.RUNNING), None)
-
-    def visits(self, gate: str) -> list[GateVisit]:
-        """Every visit of `gate`, oldest first."""
-        return [v for v in self.gate_visits if v.gate == gate]
-
-    def current_visit(self) -> GateVisit | None:
-        """The visit of the pending gate in the current iteration, or None."""
-        if self.pending_gate is None:
-            return None
-        return next((v for v in reversed(self.gate_visits)
-                     if v.gate == self.pending_gate and v.iteration == self.iteration), None)
-
-    def decision_on(self, gate: str, iteration: int) -> DecisionRecord | None:
-        """The decision recorded on `gate`'s visit in `iteration`, or None."""
-        return next((d for d in self.decisions if d.gate == gate and d.iteration == iteration),
-                    None)
-
-    def pending_decision(self) -> DecisionRecord | None:
-        """The decision on the pending gate's visit: waiting for `Resumed` when `ready` (the
-        final one when `aborted`); None while no decision is recorded or no gate is pending."""
-        if self.pending_gate is None:
-            return None
-        return self.decision_on(self.pending_gate, self.iteration)
-
-
-# --------------------------------------------------------------------------------- events
-
-
-class RunStarted(_Model):
-    kind: Literal["run_started"] = "run_started"
-    run_id: str
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class PhaseStarted(_Model):
-    kind: Literal["phase_started"] = "phase_started"
-    name: str
-    fingerprint: str | None = None
-    at: str
-
-
-class PhaseSucceeded(_Model):
-    kind: Literal["phase_succeeded"] = "phase_succeeded"
-    name: str
-    metrics: dict[str, float] = Field(default_factory=dict)
-    wall_s: float = 0.0
-    used_cuda: bool = False
-    at: str
-
-
-class PhaseReused(_Model):
-    kind: Literal["phase_reused"] = "phase_reused"
-    name: str
-    fingerprint: str | None = None
-    source_iteration: int
-    metrics: dict[str, float] = Field(default_factory=dict)
-    at: str
-
-
-class PhaseFailed(_Model):
-    kind: Literal["phase_failed"] = "phase_failed"
-    name: str
-    error: str
-    wall_s: float = 0.0
-    used_cuda: bool = False
-    at: str
-
-
-class GateReached(_Model):
-    kind: Literal["gate_reached"] = "gate_reached"
-    gate: str
-    checks: list[CheckOutcome] = Field(default_factory=list)
-    packet_sha256: str | None = None
-    at: str
-
-
-class DecisionRecorded(_Model):
-    kind: Literal["decision_recorded"] = "decision_recorded"
-    decision: DecisionRecord
-
-
-class Resumed(_Model):
-    kind: Literal["resumed"] = "resumed"
-    at: str
-
-
-class RunCompleted(_Model):
-    kind: Literal["run_completed"] = "run_completed"
-    at: str
-
-
-class BudgetExhausted(_Model):
-    kind: Literal["budget_exhausted"] = "budget_exhausted"
-    reason: str
-    at: str
-
-
-Event = Annotated[
-    RunStarted | PhaseStarted | PhaseSucceeded | PhaseReused | PhaseFailed | GateReached
-    | DecisionRecorded | Resumed | RunCompleted | BudgetExhausted,
-    Field(discriminator="kind"),
-]
-_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
-
-
-def parse_event(data: dict[str, Any]) -> Event:
-    """The event a JSON object describes (pydantic ValidationError if it describes none)."""
-    return _EVENT_ADAPTER.validate_python(data)
-
-
-# ---------------------------------------------------------------------------- transitions
 
 _R = RunStatus
 _P = PhaseStatus
@@ -392,7 +85,6 @@ def _phase(status: PhaseStatus | None, kind: str, name: str, iteration: int) -> 
     return nxt
 
 
-# --------------------------------------------------------------------------------- params
 
 
 def param_paths(params: dict[str, Any]) -> set[str]:
@@ -416,7 +108,6 @@ def set_dotted(params: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return new
 
 
-# ---------------------------------------------------------------------------------- apply
 
 
 def _illegal(state: RunState, event: Event, detail: str) -> IllegalTransition:
@@ -574,7 +265,6 @@ def replay(events: Iterable[Event], plan: Plan) -> RunState | None:
     return state
 
 
-# ------------------------------------------------------------------------------ next step
 
 
 @dataclass(frozen=True)
