@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Issue 5's one benchmark command, for the GPU machine (device tool), in one call:
+#   (a) generation: our CUDA-graph engine vs model.generate at batch 1, 64, 256
+#   (b) critic on a 20-400-token length mix: tokens/s, TFLOP/s, padding waste
+#   (c) SFT: the phase's loop vs a plain transformers + peft + bitsandbytes loop
+#   (d) the end-to-end pilot (100 instructions -> filter -> responses -> filter -> QC), model load included
+# Each appends its table to bench/RESULTS.md with the device, date and command; copy that file
+# (or the part after the line count printed first) back from the machine.
+# Device call: carry .device-wheels (pydantic, structlog, tenacity, ...) and .device-wheels-bnb;
+# add .device-wheels-mpl where the machine lacks matplotlib (the pilot's QC review draws PNGs).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+for d in .device-wheels .device-wheels-bnb .device-wheels-mpl; do
+  [ -d "$d" ] && python -m pip install --no-index --no-deps -q "$d"/*.whl 2>&1 | grep -v WARNING
+done
+export PYTHONUNBUFFERED=1
+out=${OUT:-bench-out}; mkdir -p "$out"
+echo "bench/RESULTS.md had $(wc -l < bench/RESULTS.md) lines"
+timeout 180 python bench/bench_generation.py --append-results > "$out/gen.log" 2>&1; tail -8 "$out/gen.log"
+timeout 120 python bench/bench_critic.py --append-results > "$out/critic.log" 2>&1; tail -6 "$out/critic.log"
+timeout 200 python bench/bench_sft.py --append-results --loops plain,ours > "$out/sft.log" 2>&1; tail -4 "$out/sft.log"
+timeout 200 python bench/gpu/run_pilot.py --out "$out" --append-results > "$out/pilot.log" 2>&1; tail -12 "$out/pilot.log"
+cp bench/RESULTS.md "$out/RESULTS.md"
