@@ -7,13 +7,14 @@ only, `logits_to_keep=1`):
 
 * unbucketed: the prompts as they come, in batches of `--batch-rows` rows, each left-padded to
   its longest prompt (the path before buckets);
-* bucketed: all prompts at once through the length buckets (sorted by length, at most 10% of
-  padding, at most `--max-tokens` padded tokens a forward).
+* bucketed M: all prompts at once through the length buckets (sorted by length, at most 10%
+  of padding, at most M padded tokens a forward), one row per M of `--max-tokens` (a list).
 
 For each: real tokens/s, TFLOP/s of useful work (2 × parameters × real tokens / s) and of
 executed work (padded tokens), padding waste (padding over real tokens), forwards; and whether
-the two give the same p_a (largest difference) and the same verdicts at p_a >= 0.5. Each is
-timed on its second run (the first warms the kernels up).
+the two give the same p_a (largest difference) and the same verdicts at p_a >= 0.5, in the
+model's dtype and again with the model in float32 on the first `--f32-prompts` prompts (where
+every verdict should agree). Each is timed on its second run (the first warms kernels up).
 
 Run (device): python bench/bench_critic.py [--append-results]
 CPU smoke:    python bench/bench_critic.py --tiny
@@ -58,6 +59,13 @@ def run(lm, rows, labels, bucketed: bool, batch_rows: int, max_tokens: int):
     return seconds, scores, stats
 
 
+def agreement(what: str, a, b) -> str:
+    diff = max(abs(x.p_a - y.p_a) for x, y in zip(a, b))
+    same = sum(x.accepted(0.5) == y.accepted(0.5) for x, y in zip(a, b))
+    return (f"{what}: max |p_a difference| {diff:.2e}, verdicts at 0.5 identical for "
+            f"{same}/{len(a)} prompts")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="small float32 model on CPU (smoke)")
@@ -65,7 +73,10 @@ def main() -> None:
     ap.add_argument("--min-len", type=int, default=20)
     ap.add_argument("--max-len", type=int, default=400)
     ap.add_argument("--batch-rows", type=int, default=128, help="rows a batch, unbucketed")
-    ap.add_argument("--max-tokens", type=int, default=32768, help="padded tokens a forward")
+    ap.add_argument("--max-tokens", default="32768,65536,131072",
+                    help="padded tokens a forward, comma-separated: one bucketed row each")
+    ap.add_argument("--f32-prompts", type=int, default=None,
+                    help="prompts of the float32 verdict check (default 384, tiny: 32; 0: skip)")
     ap.add_argument("--append-results", action="store_true")
     args = ap.parse_args()
     lm, params = build(args.tiny)
@@ -75,8 +86,11 @@ def main() -> None:
     header = ["path", "tokens/s", "TFLOP/s useful", "TFLOP/s executed", "of 790", "waste",
               "forwards", "seconds"]
     table, results = [], {}
-    for name, bucketed in (("unbucketed", False), ("bucketed", True)):
-        seconds, scores, st = run(lm, rows, labels, bucketed, args.batch_rows, args.max_tokens)
+    budgets = [int(m) for m in args.max_tokens.split(",")]
+    paths = [("unbucketed", False, budgets[0])]
+    paths += [(f"bucketed {m}", True, m) for m in budgets]
+    for name, bucketed, max_tokens in paths:
+        seconds, scores, st = run(lm, rows, labels, bucketed, args.batch_rows, max_tokens)
         results[name] = scores
         useful = 2 * params * st["real_tokens"] / seconds / 1e12
         executed = 2 * params * st["padded_tokens"] / seconds / 1e12
@@ -84,19 +98,25 @@ def main() -> None:
                       f"{executed:.1f}", f"{useful / MATMUL_TFLOPS:.1%}",
                       f"{st['padding_waste']:.1%}", str(int(st["forwards"])), f"{seconds:.2f}"])
     print_table(header, table)
-    a, b = results["unbucketed"], results["bucketed"]
-    diff = max(abs(x.p_a - y.p_a) for x, y in zip(a, b))
-    same = sum(x.accepted(0.5) == y.accepted(0.5) for x, y in zip(a, b))
-    agree = (f"bucketed vs unbucketed: max |p_a difference| {diff:.2e}, verdicts at 0.5 "
-             f"identical for {same}/{len(a)} prompts")
-    print(agree)
+    a, b = results["unbucketed"], results[f"bucketed {budgets[0]}"]
+    checks = [agreement(f"bucketed {budgets[0]} vs unbucketed ({str(lm.dtype)[6:]})", a, b)]
+    f32 = args.f32_prompts if args.f32_prompts is not None else (32 if args.tiny else 384)
+    if f32:  # again in float32, where rounding no longer flips near-ties
+        lm.model.float()
+        part = rows[:f32]
+        a = run(lm, part, labels, False, args.batch_rows, budgets[0])[1]
+        checks += [agreement(f"bucketed {m} vs unbucketed (float32, first {f32} prompts)", a,
+                             run(lm, part, labels, True, args.batch_rows, m)[1])
+                   for m in budgets]
+    for line in checks:
+        print(line)
     notes = [f"Model: random-initialised Llama, {params / 1e9:.2f}B parameters; {n} prompts of "
              f"random tokens, lengths uniform in [{args.min_len}, {args.max_len}]; "
              f"unbucketed = batches of {args.batch_rows} rows as they come; bucketed = "
-             f"`score_prompts` length buckets (<= 10% padding, <= {args.max_tokens} padded "
-             "tokens a forward). TFLOP/s = 2 x parameters x tokens / s (useful: real tokens; "
+             f"`score_prompts` length buckets (<= 10% padding, <= `max_tokens` padded "
+             "tokens a forward, the number after `bucketed`). TFLOP/s = 2 x parameters x tokens / s (useful: real tokens; "
              "executed: padded tokens); `of 790` = useful over a large bf16 matmul's rate.",
-             agree + "."]
+             *[f"{c}." for c in checks]]
     if args.append_results:
         append_results("Critic: length buckets vs unbucketed batches", lm, header, table, notes)
 

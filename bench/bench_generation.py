@@ -9,7 +9,8 @@ prompts (256 random tokens) and settings (128 new tokens, no EOS, sampling at te
 * our milliseconds per step (the whole call over the new tokens, prefill included) and the
   fraction of the memory-bandwidth bound: weights bytes / 3.0e12 B/s / step time;
 * the first call's seconds (it captures the step graphs) and the sampling variant used
-  (`sort` when the top-k candidates missed the nucleus, always so on a random model).
+  (`--nucleus`: `bisect`, the exact threshold search, compiled on CUDA; `bisect-eager`; `topk`,
+  which falls back to `sort` when the top-k candidates miss the nucleus, always so here).
 
 Then the greedy check: our greedy rows against `model.generate(do_sample=False)` on prompts of
 different lengths (left padded), in bf16 and again with the model in float32. On a random
@@ -54,9 +55,11 @@ def time_generate(lm, rows, sp: SamplingParams) -> float:
     return time.perf_counter() - t0
 
 
-def time_ours(lm, rows, sp: SamplingParams, reps: int) -> tuple[float, float, dict]:
+def time_ours(lm, rows, sp: SamplingParams, reps: int, nucleus: str = "bisect"
+              ) -> tuple[float, float, dict]:
     """(first call s, median of `reps` later calls s, what the log said)."""
     times = []
+    fastgen.NUCLEUS = nucleus
     with capture_logs() as logs:
         for rep in range(reps + 1):
             sync(lm)
@@ -66,7 +69,12 @@ def time_ours(lm, rows, sp: SamplingParams, reps: int) -> tuple[float, float, di
             times.append(time.perf_counter() - t0)
             assert all(g.tokens == sp.max_new_tokens for g in out)
     events = [e["event"] for e in logs]
-    info = {"variant": "sort" if any(e.get("variant") == "sort" for e in logs) else "topk",
+    used = [e.get("variant") for e in logs if e["event"] == "fastgen_captured"]
+    used = [v for v in dict.fromkeys(used) if v != "forward"] or (  # eager (CPU): no captures
+        ["bisect"] if nucleus.startswith("bisect") else
+        ["topk", "sort"] if "fastgen_rewind" in [e["event"] for e in logs] else ["topk"])
+    fused = " (compiled)" if nucleus == "bisect" and lm.device.type == "cuda" else ""
+    info = {"variant": f"{nucleus}: " + "+".join(used) + fused,
             "graph_failed": "cuda_graph_unavailable" in events,
             "rewinds": events.count("fastgen_rewind")}
     return times[0], statistics.median(times[1:]), info
@@ -98,6 +106,8 @@ def main() -> None:
     ap.add_argument("--batches", default=None, help="comma-separated (default 1,64,256)")
     ap.add_argument("--prompt-len", type=int, default=None)
     ap.add_argument("--new-tokens", type=int, default=None)
+    ap.add_argument("--nucleus", default="bisect,topk",
+                    help="comma-separated nucleus searches: bisect, bisect-eager, topk")
     ap.add_argument("--reps", type=int, default=3, help="timed calls of ours after the first")
     ap.add_argument("--append-results", action="store_true")
     args = ap.parse_args()
@@ -115,14 +125,15 @@ def main() -> None:
         rows = prompts(b, plen, vocab, b)
         time_generate(lm, rows[:1], dataclasses.replace(sp, max_new_tokens=2))  # warm-up
         base = b * new / time_generate(lm, rows, sp)
-        first, t, info = time_ours(lm, rows, sp, args.reps)
-        ours = b * new / t
-        step = t / new
-        variant = info["variant"] + (" (eager: graph failed)" if info["graph_failed"] else "")
-        table.append([str(b), f"{base:,.0f}", f"{ours:,.0f}", f"{ours / base:.1f}x",
-                      f"{step * 1e3:.2f}", f"{weight_bytes / HBM_BYTES_PER_S / step:.1%}",
-                      f"{first:.2f}", variant])
-        fastgen.clear_runners()
+        for nucleus in args.nucleus.split(","):
+            first, t, info = time_ours(lm, rows, sp, args.reps, nucleus)
+            ours = b * new / t
+            step = t / new
+            variant = info["variant"] + (" (eager: graph failed)" if info["graph_failed"] else "")
+            table.append([str(b), f"{base:,.0f}", f"{ours:,.0f}", f"{ours / base:.1f}x",
+                          f"{step * 1e3:.2f}", f"{weight_bytes / HBM_BYTES_PER_S / step:.1%}",
+                          f"{first:.2f}", variant])
+            fastgen.clear_runners()
     print_table(header, table)
     checks = []
     longest = min(plen, 64) if args.tiny else plen

@@ -12,7 +12,8 @@ The host looks at the tokens only every `block` steps (one device-to-host copy):
 EOS and stop strings there (rows that have stopped keep decoding into the discarded part of
 the buffer, which is simpler than retiring rows and costs nothing when rows finish together)
 and ends the batch early once every row has stopped. A `topk`-variant miss (a row whose
-nucleus may reach past the K candidates, see `sampling`) found in a block rewinds the
+nucleus may reach past the K candidates, see `sampling`; only with `nucleus="topk"`, the
+default `bisect` search is exact and never misses) found in a block rewinds the
 device to that step, which only resets the step counter and the seen-token ids, and the
 batch goes on with the `sort` variant: the result is exactly that of always sorting (the
 host's side of the stops is `rowstops.RowStops`).
@@ -43,6 +44,7 @@ from runner.llm.static_kv import static_attention
 __all__ = ["Runner", "clear_runners", "generate_static"]
 
 _log = structlog.get_logger("runner.llm")
+NUCLEUS = "bisect"  # default nucleus search: "bisect" (compiled on CUDA), "bisect-eager", "topk"
 _PAD_TO = 64  # prompt widths are rounded up to a multiple of this
 _RUNNERS: dict[tuple[Any, ...], Runner] = {}
 _WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -221,11 +223,15 @@ class Runner:
 
 
 def _runner(lm: LoadedModel, batch: int, width: int, p: SamplingParams, graphs: bool,
-            candidates: int) -> Runner:
+            candidates: int, nucleus: str = "bisect") -> Runner:
     # The prompt width is the batch's longest prompt rounded up to _PAD_TO: batches of a phase
     # mostly share one runner (one capture), and a batch's padding, hence its numerics,
     # depends on the batch alone, not on which batch ran before.
-    sampler = Sampler(p.temperature, p.top_p, p.repetition_penalty, candidates)
+    if nucleus not in ("bisect", "bisect-eager", "topk"):
+        raise ValueError(f"unknown nucleus search {nucleus!r}")
+    fused = nucleus == "bisect" and lm.device.type == "cuda"
+    sampler = Sampler(p.temperature, p.top_p, p.repetition_penalty, candidates,
+                      "topk" if nucleus == "topk" else "bisect", fused)
     penalise = p.repetition_penalty != 1.0
     width = -(-width // _PAD_TO) * _PAD_TO
     key = (weakref.ref(lm.model), batch, width, p.max_new_tokens, sampler, penalise, graphs)
@@ -251,14 +257,18 @@ def generate_static(
     graphs: bool | None = None,
     block: int = 16,
     candidates: int = 1024,
+    nucleus: str | None = None,
     log: Any = None,
 ) -> list[Generation]:
     """Continue `rows` (row i sampling with key row_seed(seed, places[i])); same contract as
-    the simple loop. `graphs` defaults to CUDA graphs on CUDA and eager steps elsewhere."""
+    the simple loop. `graphs` defaults to CUDA graphs on CUDA and eager steps elsewhere.
+    `nucleus` (default `NUCLEUS`): "bisect" (exact threshold search, compiled on CUDA),
+    "bisect-eager", or "topk" (K = `candidates`, a miss rewinds to a full sort)."""
     log = log or _log
     graphs = lm.device.type == "cuda" if graphs is None else graphs
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    runner = _runner(lm, len(rows), max(len(r) for r in rows), p, graphs, candidates)
+    runner = _runner(lm, len(rows), max(len(r) for r in rows), p, graphs, candidates,
+                     nucleus or NUCLEUS)
     width = runner.width
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=lm.device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=lm.device)

@@ -16,6 +16,18 @@ kept (the nucleus may reach past them) as a *miss*. The caller then redoes that 
 `sort` variant (a full descending sort), which draws the same token whenever the nucleus fits
 in K, because both use the same uniform and the same descending order.
 
+The `bisect` variant (the default) needs neither a sort nor K: it finds each row's nucleus
+threshold t, the largest float32 t whose mass {p_i >= t} still reaches `top_p`, by bisection
+on the float32 bit patterns of t (positive floats order like their bits), a fixed 30 steps
+of one masked sum over the vocabulary each (bits of max p < 2**30, so 30 halvings end on the
+exact float). That t is the boundary token's probability, so the kept set {p_i >= t} is the
+sort's nucleus, except for exact ties with the boundary token, which `bisect` keeps all
+(sorting keeps whichever of them the sort happens to put first). The draw is the same
+inverse-CDF draw with the same uniform, but over the kept tokens in *vocabulary* order (not
+descending probability), so for a given seed it draws other tokens than `topk`/`sort` do,
+from the same distribution; it is deterministic (cumsum and sum are). On CUDA the threshold
+search can be compiled (`fused`): each step is then one fused read of the probabilities.
+
 Randomness is counter-based: a row's uniform for step `s` is a hash of (row key, s). So a
 row's stream depends on neither how many rows are finished nor how the batch is chunked, a
 step can be recomputed after a rewind and draw the same number, and nothing random lives in
@@ -28,9 +40,10 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Sampler", "VARIANTS", "row_keys", "uniforms"]
+__all__ = ["Sampler", "VARIANTS", "nucleus_threshold", "row_keys", "uniforms"]
 
-VARIANTS = ("greedy", "full", "topk", "sort")
+VARIANTS = ("greedy", "full", "topk", "sort", "bisect")
+BISECT_STEPS = 30  # the bits of a probability <= 1.0 are below 2**30
 _M32 = 0xFFFFFFFF
 
 
@@ -71,12 +84,16 @@ class Sampler:
     top_p: float
     repetition_penalty: float
     candidates: int = 1024  # K of the `topk` variant
+    nucleus: str = "bisect"  # "bisect", or "topk" (with its `sort` fallback)
+    fused: bool = False  # compile the bisection (CUDA)
 
     def first_variant(self) -> str:
-        """greedy, full (no nucleus) or topk; `sort` is what a topk miss falls back to."""
+        """greedy, full (no nucleus), bisect or topk; `sort` is what a topk miss falls back to."""
         if self.temperature <= 0:
             return "greedy"
-        return "full" if self.top_p >= 1.0 else "topk"
+        if self.top_p >= 1.0:
+            return "full"
+        return "bisect" if self.nucleus == "bisect" else "topk"
 
     def penalise(self, logits: torch.Tensor, seen: torch.Tensor | None) -> torch.Tensor:
         """Repetition penalty on `seen` (rows, n): ids of the prompt and output tokens so far.
@@ -109,6 +126,16 @@ class Sampler:
         if variant == "full":
             cum = (logits - lse).exp().cumsum(dim=-1)
             return _draw(cum, u, cum.shape[1]), no_miss
+        if variant == "bisect":
+            probs = (logits - lse).exp()
+            find = _fused_threshold() if self.fused else nucleus_threshold
+            kept = torch.where(probs >= find(probs, self.top_p), probs, 0.0)
+            cum = kept.cumsum(dim=-1)
+            total = cum[:, -1:]
+            # Strictly below the kept mass (u * total may round up to it), so the first
+            # position past the target is a kept token, never a dropped one after the last.
+            target = torch.minimum(u[:, None] * total, total - total * 2.0**-22)
+            return (cum <= target).sum(dim=-1), no_miss
         if variant == "topk":
             k = min(self.candidates, logits.shape[-1])
             vals, order = torch.topk(logits, k, dim=-1)
@@ -123,6 +150,50 @@ class Sampler:
         kept = keep.sum(dim=-1, keepdim=True)
         miss = keep[:, -1] if variant == "topk" else no_miss
         return order.gather(1, _draw(cum, u, kept)[:, None]).squeeze(1), miss
+
+
+def nucleus_threshold(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """(rows, 1): per row the largest float32 t with sum(p_i for p_i >= t) >= top_p.
+
+    Bisection on the bits of t: `lo` is always feasible (0: every token), `hi` never (just
+    above max p: no token), and 30 halvings of their gap (< 2**30) leave hi = lo + 1, so `lo`
+    is exact. The masked sum is monotone in t (float addition is monotone in each operand
+    and the reduction order is fixed), so the bisection is sound in float32 too.
+    """
+    top = probs.amax(dim=-1, keepdim=True).view(torch.int32)
+    lo = torch.zeros_like(top)
+    hi = top + 1
+    for _ in range(BISECT_STEPS):
+        mid = (lo + hi) >> 1
+        mass = torch.where(probs >= mid.view(torch.float32), probs, 0.0).sum(-1, keepdim=True)
+        ok = mass >= top_p
+        lo = torch.where(ok, mid, lo)
+        hi = torch.where(ok, hi, mid)
+    return lo.view(torch.float32)
+
+
+_FUSED: list = []
+
+
+def _fused_threshold():
+    """`nucleus_threshold` compiled (each bisection step one fused reduction), else eager."""
+    if not _FUSED:
+        try:
+            compiled = torch.compile(nucleus_threshold, dynamic=False, fullgraph=True)
+        except Exception:  # noqa: BLE001 - no compiler here: the eager search is as exact
+            compiled = nucleus_threshold
+
+        def find(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+            try:
+                return compiled(probs, top_p)
+            except Exception:  # noqa: BLE001 - compiling failed (first call, eager): go eager
+                if torch.cuda.is_current_stream_capturing():
+                    raise
+                _FUSED[0] = nucleus_threshold
+                return nucleus_threshold(probs, top_p)
+
+        _FUSED.append(find)
+    return _FUSED[0]
 
 
 def _draw(cum: torch.Tensor, u: torch.Tensor, kept: torch.Tensor | int) -> torch.Tensor:

@@ -76,14 +76,14 @@ def test_topk_miss_gives_the_full_sort_result(lm):
     """A mid-batch miss of the 32 candidates rewinds; the rows equal always sorting's."""
     ids = lm.encode(["x"])  # covered at the prefill, missed at step 5 (see the next test)
     vocab = lm.model.config.vocab_size
-    assert static(lm, ids, SAMPLED, 7, candidates=32) == static(lm, ids, SAMPLED, 7,
-                                                                candidates=vocab)
+    assert static(lm, ids, SAMPLED, 7, candidates=32, nucleus="topk") == static(
+        lm, ids, SAMPLED, 7, candidates=vocab, nucleus="topk")
 
 
 def test_topk_miss_rewinds_mid_batch(lm):
     """That miss is found at a block's end and logged as a rewind to its step."""
     with capture_logs() as logs:
-        static(lm, lm.encode(["x"]), SAMPLED, 7, candidates=32)
+        static(lm, lm.encode(["x"]), SAMPLED, 7, candidates=32, nucleus="topk")
     assert [e.get("step") for e in logs if e["event"] == "fastgen_rewind"] == [5]
 
 
@@ -109,9 +109,9 @@ def test_decode_step_never_synchronises_with_the_host(lm):
     with torch.inference_mode(), static_attention(lm.model):
         runner.load(padded, mask, torch.zeros(len(ids), 2, dtype=torch.long))
         with HostReads():
-            for variant in ("topk", "sort"):
+            for variant in ("bisect", "topk", "sort"):
                 runner._body(variant)
-    assert int(runner.step) == 3
+    assert int(runner.step) == 4
 
 
 def test_auto_engine_is_the_simple_loop_on_cpu(lm):
@@ -128,3 +128,11 @@ def test_environment_overrides_the_engine(lm, monkeypatch):
 def test_llama_is_a_supported_family(lm):
     """The static cache reproduces a Llama's forward (the families it is used for)."""
     assert supported(lm.model)
+
+
+def test_bisect_is_the_default_and_never_rewinds(lm):
+    """The default exact threshold search samples without misses, rewinds or sorts."""
+    with capture_logs() as logs:
+        out = static(lm, lm.encode(PROMPTS), SAMPLED, 7, candidates=32)
+    assert "fastgen_rewind" not in [e["event"] for e in logs]
+    assert out == static(lm, lm.encode(PROMPTS), SAMPLED, 7, nucleus="bisect-eager")

@@ -62,9 +62,20 @@ def test_cuda_topk_miss_gives_the_full_sort_result(lm):
     ids = lm.encode(PROMPTS)
     places = list(range(len(ids)))
     vocab = lm.model.config.vocab_size
-    few = fastgen.generate_static(lm, ids, places, SAMPLED, 7, candidates=2)
+    few = fastgen.generate_static(lm, ids, places, SAMPLED, 7, candidates=2,
+                                    nucleus="topk")
     fastgen.clear_runners()
-    assert few == fastgen.generate_static(lm, ids, places, SAMPLED, 7, candidates=vocab)
+    assert few == fastgen.generate_static(lm, ids, places, SAMPLED, 7, candidates=vocab,
+                                          nucleus="topk")
+
+
+def test_cuda_compiled_bisect_equals_eager_bisect(lm):
+    """The compiled threshold search (default on CUDA) samples the eager search's rows."""
+    ids = lm.encode(PROMPTS)
+    places = list(range(len(ids)))
+    fused = fastgen.generate_static(lm, ids, places, SAMPLED, 7)
+    fastgen.clear_runners()
+    assert fused == fastgen.generate_static(lm, ids, places, SAMPLED, 7, nucleus="bisect-eager")
 
 
 def test_cuda_runner_is_reused_for_the_same_shape(lm):

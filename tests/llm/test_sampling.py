@@ -1,8 +1,9 @@
 """Device sampling: counter-based uniforms, exact nucleus, top-k candidates vs full sort."""
 
+import pytest
 import torch
 
-from runner.llm.sampling import Sampler, row_keys, uniforms
+from runner.llm.sampling import Sampler, nucleus_threshold, row_keys, uniforms
 
 
 def nucleus_hf(logits: torch.Tensor, top_p: float) -> set[int]:
@@ -70,3 +71,60 @@ def test_repetition_penalty_matches_transformers_rule():
     logits = torch.tensor([[4.0, -1.0, 3.0]])
     seen = torch.tensor([[0, 1, 0, 1]])  # repeated ids are penalised once
     assert s.penalise(logits, seen).tolist() == [[2.0, -2.0, 3.0]]
+
+
+def nucleus_sorted(probs: torch.Tensor, top_p: float) -> set[int]:
+    """The sort definition in float64 (descending, keep while the mass before < top_p), with
+    the tie rule of `bisect`: every token equal to the last kept one is kept too."""
+    p = probs.double()
+    vals, order = torch.sort(p, descending=True)
+    before = vals.cumsum(0) - vals
+    k = int((before < top_p).sum())
+    return set(torch.nonzero(p >= vals[k - 1]).flatten().tolist())
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95, 1.0])
+@pytest.mark.parametrize("ties", [False, True])
+def test_bisect_threshold_keeps_the_sorted_nucleus(top_p, ties):
+    """On 400 random rows (flat, peaked, with many exact ties) the bisection keeps exactly the
+    sort's nucleus (ties with the boundary token all kept)."""
+    g = torch.Generator().manual_seed(int(top_p * 100) + ties)
+    scale = torch.tensor([0.05, 0.5, 2.0, 8.0]).repeat(100)[:, None]
+    logits = torch.randn(400, 3000, generator=g) * scale
+    if ties:
+        logits = torch.randint(0, 12, (400, 3000), generator=g).float() * scale
+    probs = logits.softmax(-1)
+    keep = probs >= nucleus_threshold(probs, top_p)
+    for r in range(400):
+        got = set(torch.nonzero(keep[r]).flatten().tolist())
+        if top_p < 1.0:
+            assert got == nucleus_sorted(probs[r], top_p), r
+        else:  # the float mass of everything may fall short of 1.0: then all are kept
+            assert got >= nucleus_sorted(probs[r], 1.0 - 1e-6)
+
+
+def test_bisect_draws_follow_the_renormalised_nucleus():
+    """20,000 draws of the bisect variant match the nucleus probabilities."""
+    logits = torch.tensor([[1.0, 2.0, -1.0, 1.5, -3.0, 0.2]])
+    s = Sampler(temperature=1.0, top_p=0.8, repetition_penalty=1.0)
+    keys = row_keys([123], torch.device("cpu"))
+    drawn = torch.cat([s.pick(logits, None, keys, torch.tensor([k]), "bisect")[0]
+                       for k in range(20000)])
+    kept = sorted(nucleus_hf(logits[0], 0.8))
+    want = torch.zeros(6)
+    want[kept] = logits[0, kept].softmax(-1)
+    assert torch.allclose(torch.bincount(drawn, minlength=6) / 20000.0, want, atol=0.012)
+
+
+def test_bisect_never_draws_outside_the_nucleus_and_is_deterministic():
+    """Every draw of 64 rows over 50 steps is a kept token, and the same again."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(64, 500, generator=g) * 3
+    s = Sampler(temperature=0.7, top_p=0.9, repetition_penalty=1.0)
+    keys = row_keys(list(range(64)), torch.device("cpu"))
+    probs = (logits / 0.7).softmax(-1)
+    keep = probs >= nucleus_threshold(probs, 0.9)
+    for step in range(50):
+        tok, miss = s.pick(logits, None, keys, torch.tensor([step]), "bisect")
+        assert keep.gather(1, tok[:, None]).all() and not miss.any()
+        assert torch.equal(tok, s.pick(logits, None, keys, torch.tensor([step]), "bisect")[0])
