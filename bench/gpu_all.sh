@@ -7,7 +7,7 @@
 # Each appends its table to bench/RESULTS.md with the device, date and command; copy that file
 # (or the part after the line count printed first) back from the machine.
 # Device call: carry .device-wheels (pydantic, structlog, tenacity, ...) and .device-wheels-bnb;
-# add .device-wheels-mpl where the machine lacks matplotlib (the pilot's QC review draws PNGs).
+# add .device-wheels-mpl only where the machine lacks matplotlib (the H100 image has 3.11.2).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 for d in .device-wheels .device-wheels-bnb .device-wheels-mpl; do
