@@ -44,7 +44,11 @@ from runner.llm.static_kv import static_attention
 __all__ = ["Runner", "clear_runners", "generate_static"]
 
 _log = structlog.get_logger("runner.llm")
-NUCLEUS = "bisect"  # default nucleus search: "bisect" (compiled on CUDA), "bisect-eager", "topk"
+# Default nucleus search: "topk" (top-1024 candidates, a full sort only for a row whose nucleus
+# is larger: rare for a trained model), "bisect" (exact threshold search, torch.compile'd on
+# CUDA: faster when nuclei are huge, as for a random model at batch 256, but each new batch
+# shape compiles for ~10-20 s, which cost the end-to-end pilot 44 s on the H100), "bisect-eager".
+NUCLEUS = "topk"
 _PAD_TO = 64  # prompt widths are rounded up to a multiple of this
 _RUNNERS: dict[tuple[Any, ...], Runner] = {}
 _WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()

@@ -130,9 +130,14 @@ def test_llama_is_a_supported_family(lm):
     assert supported(lm.model)
 
 
-def test_bisect_is_the_default_and_never_rewinds(lm):
-    """The default exact threshold search samples without misses, rewinds or sorts."""
+def test_topk_is_the_default_nucleus_search(lm):
+    """The default is the top-k search (no per-shape compile in short phases)."""
+    assert fastgen.NUCLEUS == "topk"
+
+
+def test_bisect_never_rewinds(lm):
+    """The exact threshold search samples without misses, rewinds or sorts."""
     with capture_logs() as logs:
-        out = static(lm, lm.encode(PROMPTS), SAMPLED, 7, candidates=32)
+        out = static(lm, lm.encode(PROMPTS), SAMPLED, 7, candidates=32, nucleus="bisect")
     assert "fastgen_rewind" not in [e["event"] for e in logs]
     assert out == static(lm, lm.encode(PROMPTS), SAMPLED, 7, nucleus="bisect-eager")
