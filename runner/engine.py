@@ -10,8 +10,6 @@ phase left `running` back to `pending`, discards uncommitted batch files, and go
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ from runner.phases.execute import PhaseJob, describe_error, execute_phase
 from runner.planning import find_reusable, fingerprint_of, inputs_of, phase_payload
 from runner.runview import load_frozen_spec, plan_of, replay
 from runner.spec import ResolvedSpec
-from runner.store.atomic import fsync_dir, write_atomic, write_json_atomic
+from runner.store.atomic import dumps_json, write_json_atomic
 from runner.store.journal import Journal, utc_now
 from runner.store.lock import RunLock
 from runner.store.run_folder import RunFolder, new_run_id
@@ -65,7 +63,8 @@ class RunEngine:
         # Absolute: a shell phase runs in the spec's folder, so a relative RUNNER_OUTPUT_DIR
         # (from a relative --state-dir) would point elsewhere.
         folder = RunFolder(Path(state_dir).absolute(), run_id or new_run_id(spec.spec.name))
-        _create_with_frozen_spec(folder, spec)
+        folder.create_with_files({folder.spec_yaml.name: spec.source_text.encode(),
+                                  folder.spec_json.name: dumps_json(spec.to_frozen())})
         lock = RunLock(folder.root, folder.run_id)
         lock.acquire()
         attach_run_log(folder.log)
@@ -307,33 +306,6 @@ class RunEngine:
             return json.loads(self.folder.manifest.read_text(encoding="utf-8"))["git"]["commit"]
         except (OSError, ValueError, KeyError):
             return None
-
-
-def _create_with_frozen_spec(folder: RunFolder, spec: ResolvedSpec) -> None:
-    """Create the run folder with its frozen spec in one atomic step.
-
-    The folder is made under `STATE_DIR/.starting/` and renamed into place, so a `run` killed
-    at any instant leaves either no run folder (run it again) or one that `resume` can continue
-    (its frozen spec is there); never a folder that neither `run` nor `resume` accepts.
-    """
-    if folder.exists():
-        folder.create()  # raises the `Refused` of an existing run id
-    staging = RunFolder(folder.state_dir / ".starting" / secrets.token_hex(8), folder.run_id)
-    staging.create()
-    write_atomic(staging.spec_yaml, spec.source_text.encode())
-    write_json_atomic(staging.spec_json, spec.to_frozen())
-    try:
-        os.rename(staging.root, folder.root)  # fails if the folder exists (not empty) meanwhile
-    except OSError:
-        shutil.rmtree(staging.state_dir, ignore_errors=True)
-        if folder.exists():
-            folder.create()  # raises the `Refused` of an existing run id
-        raise
-    fsync_dir(folder.state_dir)
-    try:
-        staging.state_dir.rmdir()
-    except OSError:
-        pass
 
 
 def _read_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:

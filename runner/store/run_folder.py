@@ -11,12 +11,13 @@ import json
 import os
 import re
 import secrets
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..errors import Refused, UsageError
-from .atomic import create_exclusive, dumps_json, fsync_dir, makedirs_durable, write_json_atomic
+from .atomic import create_exclusive, dumps_json, fsync_dir, makedirs_durable, write_atomic, write_json_atomic
 from .batches import BatchStore
 from .journal import Journal
 from .lock import RunLock
@@ -129,6 +130,32 @@ class RunFolder:
             (self.root / sub).mkdir()
         fsync_dir(self.root)
         fsync_dir(self.state_dir)
+
+    def create_with_files(self, files: dict[str, bytes]) -> None:
+        """Create the run folder holding `files` (name -> bytes) in one atomic step.
+
+        The folder is made under `STATE_DIR/.starting/` and renamed into place, so a `run`
+        killed at any instant leaves either no run folder (run it again) or one whose frozen
+        spec is there (`resume` continues it); never a folder neither command accepts.
+        """
+        if self.exists():
+            self.create()  # raises the `Refused` of an existing run id
+        staging = RunFolder(self.state_dir / ".starting" / secrets.token_hex(8), self.run_id)
+        staging.create()
+        for name, data in files.items():
+            write_atomic(staging.root / name, data)
+        try:
+            os.rename(staging.root, self.root)  # fails if the folder appeared (not empty) meanwhile
+        except OSError:
+            shutil.rmtree(staging.state_dir, ignore_errors=True)
+            if self.exists():
+                self.create()  # raises the `Refused` of an existing run id
+            raise
+        fsync_dir(self.state_dir)
+        try:
+            staging.state_dir.rmdir()
+        except OSError:
+            pass
 
     def require(self) -> RunFolder:
         """Return self if the run exists, else raise `UsageError` (a missing run: exit 2)."""
