@@ -6,7 +6,6 @@ resumed run's records must equal an uninterrupted run's byte for byte.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
