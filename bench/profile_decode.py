@@ -1,0 +1,49 @@
+"""Where a decode step's time goes at batch 256 (issue 5: the profiler's view of a missed target).
+
+Warms our static-cache engine up (graphs captured), then profiles one `generate` call of 128
+new tokens on a random-initialised 1.24B Llama with torch.profiler and prints the CUDA kernels
+that took the most GPU time, grouped by name, for each nucleus search.
+
+Run (device): python bench/profile_decode.py [--batch 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _llm import build, sync  # noqa: E402
+from bench_generation import prompts  # noqa: E402
+
+from runner.llm import fastgen  # noqa: E402
+from runner.llm.generation import SamplingParams, generate  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--tiny", action="store_true")
+    args = ap.parse_args()
+    lm, _ = build(args.tiny)
+    vocab = lm.model.config.vocab_size
+    sp = SamplingParams(temperature=0.7, top_p=0.9, repetition_penalty=1.15, max_new_tokens=128, stop_strings=())
+    rows = prompts(args.batch, 256, vocab, 0)
+    for nucleus in ("topk", "bisect"):
+        fastgen.NUCLEUS = nucleus
+        generate(lm, rows, sp, seed=0, engine="static")  # capture / compile
+        sync(lm)
+        acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        with torch.profiler.profile(activities=acts) as prof:
+            generate(lm, rows, sp, seed=1, engine="static")
+            sync(lm)
+        key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+        print(f"\n=== nucleus={nucleus}, batch {args.batch}, 128 new tokens ===")
+        print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()
