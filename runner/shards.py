@@ -134,11 +134,15 @@ def _run_local_workers(job: dict[str, Any], pending: list[int], workers: int, lo
 
 
 def _run_ray(job: dict[str, Any], pending: list[int], sharding: dict[str, Any], log: Any) -> None:
+    address = sharding.get("address") or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        # A Ray started here is a one-machine cluster: Ray's single-node mode makes it use the
+        # loopback address, so its traffic never leaves this machine. Read when Ray imports.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray  # noqa: PLC0415 - optional extra
     except ImportError:
         raise PhaseError(job["phase"], "executor 'ray' needs Ray: pip install '.[ray]'") from None
-    address = sharding.get("address") or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}})
