@@ -95,6 +95,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `runner` console script; returns the exit code."""
+    # OpenMP threads that spin while waiting slow CPU torch many times over when another
+    # process shares the cores; waiting passively changes no result. Before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         args = build_parser().parse_args(argv)
         if args.command in _LOGGING_COMMANDS:
