@@ -8,14 +8,19 @@ prompts (256 random tokens) and settings (128 new tokens, no EOS, sampling at te
   and of `runner.llm.generation.generate(engine="static")`, and their ratio;
 * our milliseconds per step (the whole call over the new tokens, prefill included) and the
   fraction of the memory-bandwidth bound: weights bytes / 3.0e12 B/s / step time;
-* the first call's seconds (it captures the step graphs) and the sampling variant used
-  (`--nucleus`: `bisect`, the exact threshold search, compiled on CUDA; `bisect-eager`; `topk`,
-  which falls back to `sort` when the top-k candidates miss the nucleus, always so here).
+* the first call's seconds (it captures the step graphs) and the variant used (`--variants`,
+  NUCLEUS/ATTENTION pairs: nucleus `bisect`, the exact threshold search, one Triton kernel on
+  CUDA; `bisect-eager`, the torch search; `topk`, which falls back to `sort` when the top-k
+  candidates miss the nucleus, always so here; attention `triton`, the decode kernel of
+  `triton_attention`, or `sdpa`, torch's SDPA with the GQA heads folded).
 
 Then the greedy check: our greedy rows against `model.generate(do_sample=False)` on prompts of
 different lengths (left padded), in bf16 and again with the model in float32. On a random
 model in bf16 near-tied logits make some rows diverge after a while (both are right up to
-rounding); float32 should match every row token for token.
+rounding): for each row that differs, the check runs the model's own forward on
+model.generate's prefix and reports how far apart the two candidate tokens' logits were at
+the first difference, next to the bf16 rounding step at that logit's size. float32 should
+match every row token for token.
 
 Run (device): python bench/bench_generation.py [--append-results]
 CPU smoke:    python bench/bench_generation.py --tiny
@@ -32,7 +37,7 @@ import torch
 from structlog.testing import capture_logs
 
 from _llm import HBM_BYTES_PER_S, append_results, build, print_table, sync
-from runner.llm import fastgen
+from runner.llm import fastgen, triton_attention, triton_sampling
 from runner.llm.generation import SamplingParams, generate
 
 
@@ -55,11 +60,12 @@ def time_generate(lm, rows, sp: SamplingParams) -> float:
     return time.perf_counter() - t0
 
 
-def time_ours(lm, rows, sp: SamplingParams, reps: int, nucleus: str = "bisect"
-              ) -> tuple[float, float, dict]:
+def time_ours(lm, rows, sp: SamplingParams, reps: int, nucleus: str = "bisect",
+              attention: str = "triton") -> tuple[float, float, dict]:
     """(first call s, median of `reps` later calls s, what the log said)."""
     times = []
     fastgen.NUCLEUS = nucleus
+    triton_attention.MIN_PROGRAMS = 256 if attention == "triton" else 1 << 62
     with capture_logs() as logs:
         for rep in range(reps + 1):
             sync(lm)
@@ -73,15 +79,20 @@ def time_ours(lm, rows, sp: SamplingParams, reps: int, nucleus: str = "bisect"
     used = [v for v in dict.fromkeys(used) if v != "forward"] or (  # eager (CPU): no captures
         ["bisect"] if nucleus.startswith("bisect") else
         ["topk", "sort"] if "fastgen_rewind" in [e["event"] for e in logs] else ["topk"])
-    fused = " (compiled)" if nucleus == "bisect" and lm.device.type == "cuda" else ""
-    info = {"variant": f"{nucleus}: " + "+".join(used) + fused,
+    fused = " (triton)" if nucleus == "bisect" and triton_sampling.available(lm.device) else ""
+    attn = attention if triton_attention.usable(
+        torch.zeros(len(rows), 1, 1, 128, dtype=lm.dtype, device=lm.device),
+        torch.zeros(len(rows), lm.model.config.num_key_value_heads, 1, 1, device=lm.device)
+    ) else "sdpa"
+    info = {"variant": f"{nucleus}: " + "+".join(used) + fused + f", attention {attn}",
             "graph_failed": "cuda_graph_unavailable" in events,
             "rewinds": events.count("fastgen_rewind")}
     return times[0], statistics.median(times[1:]), info
 
 
-def greedy_check(lm, rows: int, longest: int, new: int) -> tuple[int, float]:
-    """(rows identical to model.generate's greedy output, mean length of the agreeing prefix)."""
+def greedy_check(lm, rows: int, longest: int, new: int) -> tuple[int, float, list[str]]:
+    """(rows identical to model.generate's greedy output, mean length of the agreeing prefix,
+    for each differing row the logit gap of the two tokens at its first difference)."""
     vocab = lm.model.config.vocab_size
     batch = [p[: longest - 7 * i] for i, p in enumerate(prompts(rows, longest, vocab, 99))]
     ours = generate(lm, batch, SamplingParams(temperature=0, max_new_tokens=new), 0,
@@ -92,12 +103,25 @@ def greedy_check(lm, rows: int, longest: int, new: int) -> tuple[int, float]:
     with torch.inference_mode():
         ref = lm.model.generate(ids, attention_mask=mask.long(), do_sample=False,
                                 max_new_tokens=new, pad_token_id=0)[:, longest:].tolist()
-    same, prefix = 0, []
-    for g, r in zip(ours, ref):
+    same, prefix, gaps = 0, [], []
+    for row, g, r in zip(batch, ours, ref):
         mine = list(g.token_ids)
         same += mine == r
-        prefix.append(next((k for k, (a, b) in enumerate(zip(mine, r)) if a != b), len(r)))
-    return same, sum(prefix) / len(prefix)
+        at = next((k for k, (a, b) in enumerate(zip(mine, r)) if a != b), len(r))
+        prefix.append(at)
+        if at < len(r):
+            gaps.append(divergence_gap(lm, row + r[:at], r[at], mine[at]))
+    return same, sum(prefix) / len(prefix), gaps
+
+
+def divergence_gap(lm, context: list[int], theirs: int, ours: int) -> str:
+    """The model's own logits (unpadded forward) for the two tokens where the rows part."""
+    with torch.inference_mode():
+        logits = lm.model(torch.tensor([context], device=lm.device)).logits[0, -1].float()
+    a, b = logits[theirs].item(), logits[ours].item()
+    # The spacing of representable values at |a| in the model's dtype (8 mantissa bits: bf16).
+    step = torch.finfo(lm.dtype).eps * 2.0 ** torch.tensor(abs(a)).log2().floor().item()
+    return f"{abs(a - b):.3f} (rounding step {step:.3f})"
 
 
 def main() -> None:
@@ -106,8 +130,9 @@ def main() -> None:
     ap.add_argument("--batches", default=None, help="comma-separated (default 1,64,256)")
     ap.add_argument("--prompt-len", type=int, default=None)
     ap.add_argument("--new-tokens", type=int, default=None)
-    ap.add_argument("--nucleus", default="bisect,topk",
-                    help="comma-separated nucleus searches: bisect, bisect-eager, topk")
+    ap.add_argument("--variants", default="bisect/triton,bisect/sdpa,topk/sdpa",
+                    help="comma-separated NUCLEUS/ATTENTION: nucleus bisect, bisect-eager or "
+                         "topk; attention triton or sdpa")
     ap.add_argument("--reps", type=int, default=3, help="timed calls of ours after the first")
     ap.add_argument("--append-results", action="store_true")
     args = ap.parse_args()
@@ -125,8 +150,9 @@ def main() -> None:
         rows = prompts(b, plen, vocab, b)
         time_generate(lm, rows[:1], dataclasses.replace(sp, max_new_tokens=2))  # warm-up
         base = b * new / time_generate(lm, rows, sp)
-        for nucleus in args.nucleus.split(","):
-            first, t, info = time_ours(lm, rows, sp, args.reps, nucleus)
+        for variant in args.variants.split(","):
+            nucleus, _, attention = variant.partition("/")
+            first, t, info = time_ours(lm, rows, sp, args.reps, nucleus, attention or "triton")
             ours = b * new / t
             step = t / new
             variant = info["variant"] + (" (eager: graph failed)" if info["graph_failed"] else "")
@@ -138,10 +164,12 @@ def main() -> None:
     checks = []
     longest = min(plen, 64) if args.tiny else plen
     while True:
-        same, prefix = greedy_check(lm, 8, longest, 64)
+        same, prefix, gaps = greedy_check(lm, 8, longest, 64)
         checks.append(f"greedy vs model.generate ({str(lm.dtype).removeprefix('torch.')}, 8 "
                       f"left-padded rows, 64 tokens): {same}/8 rows identical, mean agreeing "
-                      f"prefix {prefix:.1f} tokens")
+                      f"prefix {prefix:.1f} tokens" + (
+                          "; at each first difference, |logit gap| of the two tokens in the "
+                          "model's own forward: " + ", ".join(gaps) if gaps else ""))
         if lm.dtype == torch.float32:
             break
         lm.model.float()  # again in float32, where rounding no longer flips near-ties

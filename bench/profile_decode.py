@@ -27,13 +27,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--nucleus", default="default", help="comma-separated: default, bisect, topk")
+    ap.add_argument("--rows", type=int, default=14, help="kernels listed")
     args = ap.parse_args()
     lm, _ = build(args.tiny)
     vocab = lm.model.config.vocab_size
     sp = SamplingParams(temperature=0.7, top_p=0.9, repetition_penalty=1.15, max_new_tokens=128, stop_strings=())
     rows = prompts(args.batch, 256, vocab, 0)
-    for nucleus in ("topk", "bisect"):
-        fastgen.NUCLEUS = nucleus
+    for nucleus in args.nucleus.split(","):
+        fastgen.NUCLEUS = None if nucleus == "default" else nucleus
         generate(lm, rows, sp, seed=0, engine="static")  # capture / compile
         sync(lm)
         acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
@@ -42,7 +44,7 @@ def main() -> None:
             sync(lm)
         key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
         print(f"\n=== nucleus={nucleus}, batch {args.batch}, 128 new tokens ===")
-        print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=60))
+        print(prof.key_averages().table(sort_by=key, row_limit=args.rows, max_name_column_width=70))
 
 
 if __name__ == "__main__":

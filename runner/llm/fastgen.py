@@ -13,7 +13,7 @@ EOS and stop strings there (rows that have stopped keep decoding into the discar
 the buffer, which is simpler than retiring rows and costs nothing when rows finish together)
 and ends the batch early once every row has stopped. A `topk`-variant miss (a row whose
 nucleus may reach past the K candidates, see `sampling`; only with `nucleus="topk"`, the
-default `bisect` search is exact and never misses) found in a block rewinds the
+default on CPU; `bisect`, the default on CUDA, is exact and never misses) found in a block rewinds the
 device to that step, which only resets the step counter and the seen-token ids, and the
 batch goes on with the `sort` variant: the result is exactly that of always sorting (the
 host's side of the stops is `rowstops.RowStops`).
@@ -34,6 +34,7 @@ import structlog
 import torch
 
 from runner.llm.generation import Generation, SamplingParams, eos_ids
+from runner.llm import triton_sampling
 from runner.llm.loader import LoadedModel
 from runner.llm.prompts import row_seed
 from runner.llm.rowstops import RowStops
@@ -44,11 +45,11 @@ from runner.llm.static_kv import static_attention
 __all__ = ["Runner", "clear_runners", "generate_static"]
 
 _log = structlog.get_logger("runner.llm")
-# Default nucleus search: "topk" (top-1024 candidates, a full sort only for a row whose nucleus
-# is larger: rare for a trained model), "bisect" (exact threshold search, torch.compile'd on
-# CUDA: faster when nuclei are huge, as for a random model at batch 256, but each new batch
-# shape compiles for ~10-20 s, which cost the end-to-end pilot 44 s on the H100), "bisect-eager".
-NUCLEUS = "topk"
+# Nucleus search when the caller names none: None picks "bisect" where its Triton kernel runs
+# (CUDA; one kernel a step, and its cost does not depend on the nucleus's size), else "topk"
+# (top-1024 candidates, a full sort only for a row whose nucleus is larger: rare for a trained
+# model, and cheaper than 30 eager masked sums on CPU). "bisect-eager" is the torch search.
+NUCLEUS: str | None = None
 _PAD_TO = 64  # prompt widths are rounded up to a multiple of this
 _RUNNERS: dict[tuple[Any, ...], Runner] = {}
 _WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -227,13 +228,15 @@ class Runner:
 
 
 def _runner(lm: LoadedModel, batch: int, width: int, p: SamplingParams, graphs: bool,
-            candidates: int, nucleus: str = "bisect") -> Runner:
+            candidates: int, nucleus: str | None = None) -> Runner:
     # The prompt width is the batch's longest prompt rounded up to _PAD_TO: batches of a phase
     # mostly share one runner (one capture), and a batch's padding, hence its numerics,
     # depends on the batch alone, not on which batch ran before.
+    if nucleus is None:
+        nucleus = "bisect" if triton_sampling.available(lm.device) else "topk"
     if nucleus not in ("bisect", "bisect-eager", "topk"):
         raise ValueError(f"unknown nucleus search {nucleus!r}")
-    fused = nucleus == "bisect" and lm.device.type == "cuda"
+    fused = nucleus == "bisect" and triton_sampling.available(lm.device)
     sampler = Sampler(p.temperature, p.top_p, p.repetition_penalty, candidates,
                       "topk" if nucleus == "topk" else "bisect", fused)
     penalise = p.repetition_penalty != 1.0
@@ -266,8 +269,8 @@ def generate_static(
 ) -> list[Generation]:
     """Continue `rows` (row i sampling with key row_seed(seed, places[i])); same contract as
     the simple loop. `graphs` defaults to CUDA graphs on CUDA and eager steps elsewhere.
-    `nucleus` (default `NUCLEUS`): "bisect" (exact threshold search, compiled on CUDA),
-    "bisect-eager", or "topk" (K = `candidates`, a miss rewinds to a full sort)."""
+    `nucleus` (default `NUCLEUS`, see there): "bisect" (exact threshold search, one Triton
+    kernel on CUDA), "bisect-eager", or "topk" (K = `candidates`, a miss rewinds to a sort)."""
     log = log or _log
     graphs = lm.device.type == "cuda" if graphs is None else graphs
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0

@@ -16,7 +16,7 @@ kept (the nucleus may reach past them) as a *miss*. The caller then redoes that 
 `sort` variant (a full descending sort), which draws the same token whenever the nucleus fits
 in K, because both use the same uniform and the same descending order.
 
-The `bisect` variant (the default) needs neither a sort nor K: it finds each row's nucleus
+The `bisect` variant (the default on CUDA) needs neither a sort nor K: it finds each row's nucleus
 threshold t, the largest float32 t whose mass {p_i >= t} still reaches `top_p`, by bisection
 on the float32 bit patterns of t (positive floats order like their bits), a fixed 30 steps
 of one masked sum over the vocabulary each (bits of max p < 2**30, so 30 halvings end on the
@@ -25,8 +25,9 @@ sort's nucleus, except for exact ties with the boundary token, which `bisect` ke
 (sorting keeps whichever of them the sort happens to put first). The draw is the same
 inverse-CDF draw with the same uniform, but over the kept tokens in *vocabulary* order (not
 descending probability), so for a given seed it draws other tokens than `topk`/`sort` do,
-from the same distribution; it is deterministic (cumsum and sum are). On CUDA the threshold
-search can be compiled (`fused`): each step is then one fused read of the probabilities.
+from the same distribution; it is deterministic (cumsum and sum are). On CUDA (`fused`) the
+whole variant, temperature to draw, is one Triton kernel (`triton_sampling`) that does the
+same search 32 candidates a pass, six passes over the row instead of thirty.
 
 Randomness is counter-based: a row's uniform for step `s` is a hash of (row key, s). So a
 row's stream depends on neither how many rows are finished nor how the batch is chunked, a
@@ -39,6 +40,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from runner.llm import triton_sampling
 
 __all__ = ["Sampler", "VARIANTS", "nucleus_threshold", "row_keys", "uniforms"]
 
@@ -85,7 +88,7 @@ class Sampler:
     repetition_penalty: float
     candidates: int = 1024  # K of the `topk` variant
     nucleus: str = "bisect"  # "bisect", or "topk" (with its `sort` fallback)
-    fused: bool = False  # compile the bisection (CUDA)
+    fused: bool = False  # bisect as one Triton kernel (`triton_sampling`, CUDA)
 
     def first_variant(self) -> str:
         """greedy, full (no nucleus), bisect or topk; `sort` is what a topk miss falls back to."""
@@ -120,6 +123,9 @@ class Sampler:
         no_miss = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
         if variant == "greedy":
             return logits.argmax(dim=-1), no_miss
+        if variant == "bisect" and self.fused:  # the same search and draw as one Triton kernel
+            return triton_sampling.nucleus_draw(logits, uniforms(keys, step), self.temperature,
+                                                self.top_p), no_miss
         logits = logits / self.temperature
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)
         u = uniforms(keys, step)
@@ -128,8 +134,7 @@ class Sampler:
             return _draw(cum, u, cum.shape[1]), no_miss
         if variant == "bisect":
             probs = (logits - lse).exp()
-            find = _fused_threshold() if self.fused else nucleus_threshold
-            kept = torch.where(probs >= find(probs, self.top_p), probs, 0.0)
+            kept = torch.where(probs >= nucleus_threshold(probs, self.top_p), probs, 0.0)
             cum = kept.cumsum(dim=-1)
             total = cum[:, -1:]
             # Strictly below the kept mass (u * total may round up to it), so the first
@@ -170,30 +175,6 @@ def nucleus_threshold(probs: torch.Tensor, top_p: float) -> torch.Tensor:
         lo = torch.where(ok, mid, lo)
         hi = torch.where(ok, hi, mid)
     return lo.view(torch.float32)
-
-
-_FUSED: list = []
-
-
-def _fused_threshold():
-    """`nucleus_threshold` compiled (each bisection step one fused reduction), else eager."""
-    if not _FUSED:
-        try:
-            compiled = torch.compile(nucleus_threshold, dynamic=False, fullgraph=True)
-        except Exception:  # noqa: BLE001 - no compiler here: the eager search is as exact
-            compiled = nucleus_threshold
-
-        def find(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-            try:
-                return compiled(probs, top_p)
-            except Exception:  # noqa: BLE001 - compiling failed (first call, eager): go eager
-                if torch.cuda.is_current_stream_capturing():
-                    raise
-                _FUSED[0] = nucleus_threshold
-                return nucleus_threshold(probs, top_p)
-
-        _FUSED.append(find)
-    return _FUSED[0]
 
 
 def _draw(cum: torch.Tensor, u: torch.Tensor, kept: torch.Tensor | int) -> torch.Tensor:

@@ -13,6 +13,8 @@ for every query head of a GQA group (`repeat_kv`), which at batch 256 copies the
 four times per layer per step. For a single query token we fold the group's heads into the
 query-length axis instead (as 5.24's `pack_gqa` does), so SDPA reads each KV head once. It
 is registered under its own name and switched on only around our calls (`static_attention`).
+For bf16/fp16 on CUDA at a large batch, a decode step's attention is our Triton kernel
+(`triton_attention`), which also skips the masked slots of the cache.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from runner.llm import triton_attention
 from runner.llm.generation import forward_params
 
 __all__ = ["ATTENTION_NAME", "StaticKV", "decode_mask", "model_step", "prefill_mask",
@@ -84,6 +87,11 @@ def _attention(
 ) -> tuple[torch.Tensor, None]:
     b, hq, q, d = query.shape
     hkv = key.shape[1]
+    if attention_mask is not None and triton_attention.usable(query, key):
+        # bf16/fp16 on CUDA at a large batch: the Triton decode kernel reads each KV head
+        # once and skips masked slots (see triton_attention).
+        scale = scaling if scaling is not None else d**-0.5
+        return triton_attention.decode_attention(query, key, value, attention_mask, scale), None
     if q == 1 and hq != hkv:
         # One query token: the heads of a GQA group become the query rows of their KV head.
         out = F.scaled_dot_product_attention(query.reshape(b, hkv, hq // hkv, d), key, value,

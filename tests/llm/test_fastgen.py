@@ -130,9 +130,11 @@ def test_llama_is_a_supported_family(lm):
     assert supported(lm.model)
 
 
-def test_topk_is_the_default_nucleus_search(lm):
-    """The default is the top-k search (no per-shape compile in short phases)."""
-    assert fastgen.NUCLEUS == "topk"
+def test_topk_is_the_default_nucleus_search_on_cpu(lm):
+    """Without the Triton kernel's device, the default search is top-k."""
+    assert fastgen.NUCLEUS is None
+    assert fastgen._runner(lm, 2, 10, SamplingParams(max_new_tokens=4), False,
+                           1024).sampler.nucleus == "topk"
 
 
 def test_bisect_never_rewinds(lm):

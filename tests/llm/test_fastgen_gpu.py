@@ -69,8 +69,8 @@ def test_cuda_topk_miss_gives_the_full_sort_result(lm):
                                           nucleus="topk")
 
 
-def test_cuda_compiled_bisect_equals_eager_bisect(lm):
-    """The compiled threshold search (default on CUDA) samples the eager search's rows."""
+def test_cuda_triton_bisect_equals_eager_bisect(lm):
+    """The Triton nucleus kernel (default on CUDA) samples the eager torch search's rows."""
     ids = lm.encode(PROMPTS)
     places = list(range(len(ids)))
     fused = fastgen.generate_static(lm, ids, places, SAMPLED, 7)
