@@ -23,11 +23,15 @@ CPU smoke:    python bench/bench_critic.py --tiny
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import time
 
 from _llm import append_results, build, print_table, sync
-from runner.llm import critic
+import torch
+
+from runner.llm import critic, critic_forward
+from runner.llm.critic_forward import COMPILE_ENV
 
 MATMUL_TFLOPS = 790.0  # a large bf16 matrix product on the H100 (MEASURED.md, KINDS.md)
 
@@ -37,8 +41,11 @@ def mix(n: int, lo: int, hi: int, vocab: int, seed: int = 0) -> list[list[int]]:
     return [[rng.randrange(1, vocab) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
 
 
-def run(lm, rows, labels, bucketed: bool, batch_rows: int, max_tokens: int):
-    """(seconds, scores, stats) of scoring every row, timed on a second run."""
+def run(lm, rows, labels, bucketed: bool, batch_rows: int, max_tokens: int,
+        compile_mode: str = "never"):
+    """(first run s, second run s, scores, stats) of scoring every row twice."""
+    os.environ[COMPILE_ENV] = compile_mode
+    runs = []
     for timed in (False, True):
         stats: dict[str, float] = {"forwards": 0, "real_tokens": 0, "padded_tokens": 0}
         scores = []
@@ -54,9 +61,20 @@ def run(lm, rows, labels, bucketed: bool, batch_rows: int, max_tokens: int):
                 for k in ("forwards", "real_tokens", "padded_tokens"):
                     stats[k] += part[k]
         sync(lm)
-        seconds = time.perf_counter() - t0
+        runs.append(time.perf_counter() - t0)
     stats["padding_waste"] = (stats["padded_tokens"] - stats["real_tokens"]) / stats["real_tokens"]
-    return seconds, scores, stats
+    return runs[0], runs[1], scores, stats
+
+
+def plain_scores(lm, rows, labels, batch_rows: int) -> list:
+    """The reference: left-padded batches as they come, masked, transformers' own call."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(rows), batch_rows):
+            logits = critic_forward._left_padded(lm, rows[i : i + batch_rows])
+            lp = logits.log_softmax(dim=-1)[:, list(labels)].cpu().tolist()
+            out += [critic.Score.from_logprobs(la, lb) for la, lb in lp]
+    return out
 
 
 def agreement(what: str, a, b) -> str:
@@ -77,36 +95,47 @@ def main() -> None:
                     help="padded tokens a forward, comma-separated: one bucketed row each")
     ap.add_argument("--f32-prompts", type=int, default=None,
                     help="prompts of the float32 verdict check (default 384, tiny: 32; 0: skip)")
+    ap.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=True,
+                    help="also the first budget with compiled layers (RUNNER_CRITIC_COMPILE=always)")
     ap.add_argument("--append-results", action="store_true")
     args = ap.parse_args()
     lm, params = build(args.tiny)
+    embed = lm.model.get_input_embeddings().weight.numel()
     n = args.prompts or (64 if args.tiny else 4096)
     rows = mix(n, args.min_len, args.max_len, lm.model.config.vocab_size)
     labels = (11, 12)
     header = ["path", "tokens/s", "TFLOP/s useful", "TFLOP/s executed", "of 790", "waste",
-              "forwards", "seconds"]
+              "forwards", "seconds", "first run s"]
     table, results = [], {}
     budgets = [int(m) for m in args.max_tokens.split(",")]
-    paths = [("unbucketed", False, budgets[0])]
-    paths += [(f"bucketed {m}", True, m) for m in budgets]
-    for name, bucketed, max_tokens in paths:
-        seconds, scores, st = run(lm, rows, labels, bucketed, args.batch_rows, max_tokens)
+    paths = [("unbucketed", False, budgets[0], "never")]
+    paths += [(f"bucketed {m}", True, m, "never") for m in budgets]
+    if args.compiled:
+        paths.append((f"bucketed {budgets[0]} compiled", True, budgets[0], "always"))
+    for name, bucketed, max_tokens, mode in paths:
+        first, seconds, scores, st = run(lm, rows, labels, bucketed, args.batch_rows,
+                                         max_tokens, mode)
         results[name] = scores
         useful = 2 * params * st["real_tokens"] / seconds / 1e12
         executed = 2 * params * st["padded_tokens"] / seconds / 1e12
         table.append([name, f"{st['real_tokens'] / seconds:,.0f}", f"{useful:.1f}",
                       f"{executed:.1f}", f"{useful / MATMUL_TFLOPS:.1%}",
-                      f"{st['padding_waste']:.1%}", str(int(st["forwards"])), f"{seconds:.2f}"])
+                      f"{st['padding_waste']:.1%}", str(int(st["forwards"])), f"{seconds:.2f}",
+                      f"{first:.2f}"])
     print_table(header, table)
     a, b = results["unbucketed"], results[f"bucketed {budgets[0]}"]
     checks = [agreement(f"bucketed {budgets[0]} vs unbucketed ({str(lm.dtype)[6:]})", a, b)]
+    if args.compiled:
+        checks.append(agreement(f"bucketed {budgets[0]} compiled vs eager ({str(lm.dtype)[6:]})",
+                                b, results[f"bucketed {budgets[0]} compiled"]))
     f32 = args.f32_prompts if args.f32_prompts is not None else (32 if args.tiny else 384)
     if f32:  # again in float32, where rounding no longer flips near-ties
         lm.model.float()
         part = rows[:f32]
-        a = run(lm, part, labels, False, args.batch_rows, budgets[0])[1]
-        checks += [agreement(f"bucketed {m} vs unbucketed (float32, first {f32} prompts)", a,
-                             run(lm, part, labels, True, args.batch_rows, m)[1])
+        a = plain_scores(lm, part, labels, args.batch_rows)
+        checks += [agreement(f"bucketed {m} vs unbucketed masked left-padded transformers "
+                             f"call (float32, first {f32} prompts)", a,
+                             run(lm, part, labels, True, args.batch_rows, m)[2])
                    for m in budgets]
     for line in checks:
         print(line)
@@ -114,8 +143,14 @@ def main() -> None:
              f"random tokens, lengths uniform in [{args.min_len}, {args.max_len}]; "
              f"unbucketed = batches of {args.batch_rows} rows as they come; bucketed = "
              f"`score_prompts` length buckets (<= 10% padding, <= `max_tokens` padded "
-             "tokens a forward, the number after `bucketed`). TFLOP/s = 2 x parameters x tokens / s (useful: real tokens; "
-             "executed: padded tokens); `of 790` = useful over a large bf16 matmul's rate.",
+             "tokens a forward, the number after `bucketed`); every path right-pads without a "
+             "mask (`critic_forward`); `compiled` = decoder layers torch.compile'd "
+             "(RUNNER_CRITIC_COMPILE=always; its first run includes compiling). seconds = the "
+             "second of two runs. TFLOP/s = 2 x parameters x tokens / s, the issue's convention "
+             "(useful: real tokens; executed: padded tokens; it counts the tied embedding, "
+             f"{embed / 1e9:.2f}B, though only the last positions go through lm_head: the "
+             f"matrix work done is {(params - embed) / params:.0%} of it); `of 790` = useful "
+             "over a large bf16 matmul's rate.",
              *[f"{c}." for c in checks]]
     if args.append_results:
         append_results("Critic: length buckets vs unbucketed batches", lm, header, table, notes)

@@ -11,10 +11,11 @@ otherwise the label is not a single next token and "p(A)" means nothing, so the 
 before scoring anything, naming the labels and their tokens.
 
 Prompts are scored in length buckets (`bucketing.py`): sorted by token length and cut into
-forwards whose padding is at most ~10% of their real tokens, since a left-padded batch of
-prompts spread from 20 to 400 tokens would otherwise compute about twice what it uses. Only the
-last position's logits are computed (`logits_to_keep=1`). Scores come back in the order
-given, and equal the unbucketed ones up to float rounding (a test checks verdicts).
+forwards whose padding is at most ~10% of their real tokens, since a padded batch of
+prompts spread from 20 to 400 tokens would otherwise compute about twice what it uses. Each
+forward is `critic_forward.next_token_logits`: right padding with no mask, only the last real
+positions through lm_head, and compiled layers once a process scores a lot. Scores come back
+in the order given, and equal the unbucketed ones up to float rounding (a test checks verdicts).
 
 Scores do not depend on the threshold, so they are cached on disk under
 `cache_dir/critic/`, keyed by sha256 of (model key, prompt text, labels). An ITERATE that
@@ -40,7 +41,7 @@ import torch
 
 from runner.errors import PhaseError
 from runner.llm.bucketing import bucket_stats, plan_buckets
-from runner.llm.generation import forward_params
+from runner.llm.critic_forward import next_token_logits
 from runner.llm.loader import LoadedModel
 
 __all__ = [
@@ -109,20 +110,8 @@ def label_token_ids(tokenizer: Any, labels: list[str], phase: str) -> tuple[int,
 @torch.inference_mode()
 def _score_chunk(lm: LoadedModel, rows: list[list[int]], a: int, b: int) -> list[Score]:
     global FORWARD_CALLS
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=lm.device)
-    kwargs: dict[str, Any] = {"input_ids": ids}
-    if any(len(r) != width for r in rows):
-        # Without padding the mask is omitted: plain causal attention, the fastest kernels.
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows],
-                            device=lm.device)
-        kwargs["attention_mask"] = mask
-        kwargs["position_ids"] = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    if "logits_to_keep" in forward_params(type(lm.model)):
-        kwargs["logits_to_keep"] = 1  # the label is the next token: score the last position only
     FORWARD_CALLS += 1
-    logits = lm.model(use_cache=False, **kwargs).logits[:, -1, :].float()
+    logits = next_token_logits(lm, rows)
     logprobs = logits.log_softmax(dim=-1)[:, [a, b]].cpu().tolist()
     return [Score.from_logprobs(la, lb) for la, lb in logprobs]
 
