@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import time
 
@@ -61,10 +62,11 @@ def time_generate(lm, rows, sp: SamplingParams) -> float:
 
 
 def time_ours(lm, rows, sp: SamplingParams, reps: int, nucleus: str = "bisect",
-              attention: str = "triton") -> tuple[float, float, dict]:
+              attention: str = "triton", compiled: bool = False) -> tuple[float, float, dict]:
     """(first call s, median of `reps` later calls s, what the log said)."""
     times = []
     fastgen.NUCLEUS = nucleus
+    os.environ[fastgen.COMPILE_ENV] = "always" if compiled else "never"
     triton_attention.MIN_PROGRAMS = 256 if attention == "triton" else 1 << 62
     with capture_logs() as logs:
         for rep in range(reps + 1):
@@ -84,7 +86,8 @@ def time_ours(lm, rows, sp: SamplingParams, reps: int, nucleus: str = "bisect",
         torch.zeros(len(rows), 1, 1, 128, dtype=lm.dtype, device=lm.device),
         torch.zeros(len(rows), lm.model.config.num_key_value_heads, 1, 1, device=lm.device)
     ) else "sdpa"
-    info = {"variant": f"{nucleus}: " + "+".join(used) + fused + f", attention {attn}",
+    info = {"variant": f"{nucleus}: " + "+".join(used) + fused + f", attention {attn}"
+                       + (", compiled parts" if compiled else ""),
             "graph_failed": "cuda_graph_unavailable" in events,
             "rewinds": events.count("fastgen_rewind")}
     return times[0], statistics.median(times[1:]), info
@@ -130,9 +133,11 @@ def main() -> None:
     ap.add_argument("--batches", default=None, help="comma-separated (default 1,64,256)")
     ap.add_argument("--prompt-len", type=int, default=None)
     ap.add_argument("--new-tokens", type=int, default=None)
-    ap.add_argument("--variants", default="bisect/triton,bisect/sdpa,topk/sdpa",
-                    help="comma-separated NUCLEUS/ATTENTION: nucleus bisect, bisect-eager or "
-                         "topk; attention triton or sdpa")
+    ap.add_argument("--variants",
+                    default="bisect/triton/compiled,bisect/triton,bisect/sdpa,topk/sdpa",
+                    help="comma-separated NUCLEUS/ATTENTION[/compiled]: nucleus bisect, "
+                         "bisect-eager or topk; attention triton or sdpa; compiled: norms, "
+                         "rotary and MLPs torch.compile'd (RUNNER_DECODE_COMPILE=always)")
     ap.add_argument("--reps", type=int, default=3, help="timed calls of ours after the first")
     ap.add_argument("--append-results", action="store_true")
     args = ap.parse_args()
@@ -151,8 +156,9 @@ def main() -> None:
         time_generate(lm, rows[:1], dataclasses.replace(sp, max_new_tokens=2))  # warm-up
         base = b * new / time_generate(lm, rows, sp)
         for variant in args.variants.split(","):
-            nucleus, _, attention = variant.partition("/")
-            first, t, info = time_ours(lm, rows, sp, args.reps, nucleus, attention or "triton")
+            nucleus, attention, *more = variant.split("/") + ["triton"]
+            first, t, info = time_ours(lm, rows, sp, args.reps, nucleus, attention,
+                                       "compiled" in more)
             ours = b * new / t
             step = t / new
             variant = info["variant"] + (" (eager: graph failed)" if info["graph_failed"] else "")

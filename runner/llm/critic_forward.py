@@ -23,7 +23,6 @@ inside the critic's forwards; generation runs the layers as they are.
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from typing import Any
 import structlog
 import torch
 
+from runner.llm.compiled_parts import wanted
 from runner.llm.generation import forward_params
 from runner.llm.loader import LoadedModel
 from runner.llm.static_kv import supported
@@ -45,14 +45,9 @@ _SCORED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 _COMPILED: weakref.WeakKeyDictionary[Any, list[Any] | None] = weakref.WeakKeyDictionary()
 
 
-def should_compile(device: torch.device, scored_tokens: int, mode: str | None = None) -> bool:
+def should_compile(device: torch.device, scored_tokens: int) -> bool:
     """Whether the next critic forward runs compiled layers (see the module's docstring)."""
-    mode = (mode or os.environ.get(COMPILE_ENV) or "auto").strip().lower()
-    if mode not in ("auto", "always", "never"):
-        raise ValueError(f"{COMPILE_ENV}={mode!r}: use auto, always or never")
-    if mode != "auto":
-        return mode == "always"
-    return device.type == "cuda" and scored_tokens >= COMPILE_AFTER_TOKENS
+    return wanted(COMPILE_ENV, device, scored_tokens, COMPILE_AFTER_TOKENS)
 
 
 def next_token_logits(lm: LoadedModel, rows: list[list[int]]) -> torch.Tensor:

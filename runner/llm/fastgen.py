@@ -28,13 +28,14 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import structlog
 import torch
 
 from runner.llm.generation import Generation, SamplingParams, eos_ids
-from runner.llm import triton_sampling
+from runner.llm import compiled_parts, triton_sampling
 from runner.llm.loader import LoadedModel
 from runner.llm.prompts import row_seed
 from runner.llm.rowstops import RowStops
@@ -42,7 +43,7 @@ from runner.llm.sampling import Sampler, row_keys
 from runner.llm.static_kv import StaticKV, decode_mask, model_step, prefill_mask
 from runner.llm.static_kv import static_attention
 
-__all__ = ["Runner", "clear_runners", "generate_static"]
+__all__ = ["COMPILE_AFTER_TOKENS", "COMPILE_ENV", "Runner", "clear_runners", "generate_static"]
 
 _log = structlog.get_logger("runner.llm")
 # Nucleus search when the caller names none: None picks "bisect" where its Triton kernel runs
@@ -51,6 +52,12 @@ _log = structlog.get_logger("runner.llm")
 # model, and cheaper than 30 eager masked sums on CPU). "bisect-eager" is the torch search.
 NUCLEUS: str | None = None
 _PAD_TO = 64  # prompt widths are rounded up to a multiple of this
+# Compiled norms, rotary and MLPs (`compiled_parts`) in the step graphs: "auto" compiles on CUDA
+# once this process generated COMPILE_AFTER_TOKENS tokens eagerly with the model.
+COMPILE_ENV = "RUNNER_DECODE_COMPILE"
+COMPILE_AFTER_TOKENS = 1_000_000  # ~35 s of compiling ~ 1M eager tokens at batch 256
+_GENERATED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_COMPILE_FAILED: weakref.WeakSet[Any] = weakref.WeakSet()
 _RUNNERS: dict[tuple[Any, ...], Runner] = {}
 _WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -228,7 +235,7 @@ class Runner:
 
 
 def _runner(lm: LoadedModel, batch: int, width: int, p: SamplingParams, graphs: bool,
-            candidates: int, nucleus: str | None = None) -> Runner:
+            candidates: int, nucleus: str | None = None, compiled: bool = False) -> Runner:
     # The prompt width is the batch's longest prompt rounded up to _PAD_TO: batches of a phase
     # mostly share one runner (one capture), and a batch's padding, hence its numerics,
     # depends on the batch alone, not on which batch ran before.
@@ -241,7 +248,8 @@ def _runner(lm: LoadedModel, batch: int, width: int, p: SamplingParams, graphs: 
                       "topk" if nucleus == "topk" else "bisect", fused)
     penalise = p.repetition_penalty != 1.0
     width = -(-width // _PAD_TO) * _PAD_TO
-    key = (weakref.ref(lm.model), batch, width, p.max_new_tokens, sampler, penalise, graphs)
+    key = (weakref.ref(lm.model), batch, width, p.max_new_tokens, sampler, penalise, graphs,
+           compiled)
     runner = _RUNNERS.get(key)
     if runner is None:
         clear_runners()  # one runner at a time: its cache is the largest thing we hold
@@ -273,15 +281,38 @@ def generate_static(
     kernel on CUDA), "bisect-eager", or "topk" (K = `candidates`, a miss rewinds to a sort)."""
     log = log or _log
     graphs = lm.device.type == "cuda" if graphs is None else graphs
+    compiled = graphs and lm.model not in _COMPILE_FAILED and compiled_parts.wanted(
+        COMPILE_ENV, lm.device, _GENERATED.get(lm.model, 0), COMPILE_AFTER_TOKENS)
+    try:
+        out = _generate(lm, rows, places, p, seed, graphs, block, candidates, nucleus, log,
+                        compiled)
+    except Exception as exc:
+        if not compiled or isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise
+        # No working compiler here (or it failed on this model): go on without it.
+        log.warning("decode_compile_failed", error=str(exc)[:300])
+        _COMPILE_FAILED.add(lm.model)
+        clear_runners()
+        out = _generate(lm, rows, places, p, seed, graphs, block, candidates, nucleus, log,
+                        False)
+    if not compiled:
+        _GENERATED[lm.model] = _GENERATED.get(lm.model, 0) + sum(g.tokens for g in out)
+    return out
+
+
+def _generate(lm: LoadedModel, rows: list[list[int]], places: list[int], p: SamplingParams,
+              seed: int, graphs: bool, block: int, candidates: int, nucleus: str | None,
+              log: Any, compiled: bool) -> list[Generation]:
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     runner = _runner(lm, len(rows), max(len(r) for r in rows), p, graphs, candidates,
-                     nucleus or NUCLEUS)
+                     nucleus or NUCLEUS, compiled)
     width = runner.width
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=lm.device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=lm.device)
     keys = row_keys([row_seed(seed, i) for i in places], lm.device)
     host = RowStops(lm.tokenizer, eos_ids(lm), len(rows), p.stop_strings)
-    with static_attention(lm.model):
+    parts = compiled_parts.switched_on(lm.model) if compiled else nullcontext()
+    with static_attention(lm.model), parts:
         variant = runner.load(ids, mask, keys)
         return _decode(runner, host, variant, p.max_new_tokens, block, log)
 

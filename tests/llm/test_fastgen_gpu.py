@@ -85,3 +85,16 @@ def test_cuda_runner_is_reused_for_the_same_shape(lm):
     with capture_logs() as logs:
         second = generate(lm, ids, SAMPLED, 2)
     assert second == first and "fastgen_captured" not in [e["event"] for e in logs]
+
+
+def test_cuda_compiled_parts_keep_greedy_output(lm, monkeypatch):
+    """Compiled norms, rotary and MLPs in the step graphs give the same greedy rows."""
+    ids = lm.encode(PROMPTS)
+    greedy = SamplingParams(temperature=0, max_new_tokens=40)
+    monkeypatch.setenv(fastgen.COMPILE_ENV, "never")
+    plain = generate(lm, ids, greedy, 0)
+    monkeypatch.setenv(fastgen.COMPILE_ENV, "always")
+    with capture_logs() as logs:
+        compiled = generate(lm, ids, greedy, 0)
+    assert "decode_compile_failed" not in [e["event"] for e in logs]
+    assert compiled == plain
