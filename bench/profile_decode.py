@@ -10,6 +10,7 @@ Run (device): python bench/profile_decode.py [--batch 256]
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,10 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--nucleus", default="default", help="comma-separated: default, bisect, topk")
     ap.add_argument("--rows", type=int, default=14, help="kernels listed")
+    ap.add_argument("--compiled", action="store_true",
+                    help="compiled norms, rotary and MLPs (RUNNER_DECODE_COMPILE=always)")
     args = ap.parse_args()
+    os.environ[fastgen.COMPILE_ENV] = "always" if args.compiled else "never"
     lm, _ = build(args.tiny)
     vocab = lm.model.config.vocab_size
     sp = SamplingParams(temperature=0.7, top_p=0.9, repetition_penalty=1.15, max_new_tokens=128, stop_strings=())
@@ -45,6 +49,8 @@ def main() -> None:
         key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
         print(f"\n=== nucleus={nucleus}, batch {args.batch}, 128 new tokens ===")
         print(prof.key_averages().table(sort_by=key, row_limit=args.rows, max_name_column_width=70))
+        kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+        print(f"kernels launched: {sum(e.count for e in kernels)}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ row eight times, took 4 ms. So the vocabulary is cut into chunks of 4,096 and ev
    accumulated per lane (no cross-thread reduction inside the loop);
 4. `narrow` (row): sums the chunks, keeps the sub-interval where the mass crosses `top_p`;
    steps 3-4 repeat until the interval is one float (7 passes for top_p 0.9 and a 128k
-   vocabulary);
+   vocabulary). After `FULL_PASSES` of them, `compact` (row, chunk) packs the probabilities
+   still inside [lo, hi) (a few percent) and sums those above it, and `packed_mass` does the
+   later passes over the packed values alone;
 5. `draw`   (row): finds the chunk where u * (kept mass) falls from the chunks' kept masses,
    and scans that chunk alone for the token.
 All of it has fixed shapes and no host synchronisation, so it is captured in the step graph.
@@ -45,9 +47,12 @@ try:  # Triton ships with CUDA builds of torch; the kernels' source needs `tl` a
 except ImportError:  # pragma: no cover - CPU builds without Triton use the torch form
     tl = None
 
-__all__ = ["CHUNK", "WAYS", "available", "nucleus_draw", "passes"]
+__all__ = ["CHUNK", "FULL_PASSES", "WAYS", "available", "nucleus_draw", "passes"]
 
 WAYS = 16  # candidates a search pass evaluates at once (4 bits of the threshold a pass)
+# Search passes over the whole row; then the few probabilities left inside [lo, hi) (about
+# 1/256 of the first interval) are packed, and the later passes read only those.
+FULL_PASSES = 2
 CHUNK = 4096  # vocabulary entries a program of a (row, chunk) grid covers
 _BLOCK = 256  # entries a program loads at a time
 _KERNELS: dict[str, Any] = {}
@@ -118,6 +123,55 @@ def _mass_source(logits_ptr, lse_ptr, lo_ptr, hi_ptr, mass_ptr, temperature,  # 
     tl.store(mass_ptr + (row * CHUNKS + chunk) * WAYS + ways, tl.sum(acc, axis=0))
 
 
+def _compact_source(logits_ptr, lse_ptr, lo_ptr, hi_ptr, buf_ptr, count_ptr, above_ptr,  # type: ignore[no-untyped-def]
+                    temperature, vocab: tl.constexpr, CHUNKS: tl.constexpr,
+                    CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    # The chunk's probabilities inside [lo, hi), packed to the front of its slice of `buf`,
+    # their count, and the mass at or above hi, which every later candidate keeps whole.
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    lanes = tl.arange(0, BLOCK)
+    lse = tl.load(lse_ptr + row)
+    lo = tl.load(lo_ptr + row).to(tl.int32)
+    hi = tl.load(hi_ptr + row).to(tl.int32)
+    out = buf_ptr + (row * CHUNKS + chunk) * CHUNK
+    count = tl.zeros([], tl.int32)
+    above = tl.zeros([BLOCK], tl.float32)
+    for start in range(0, CHUNK, BLOCK):
+        idx = chunk * CHUNK + start + lanes
+        x = tl.load(logits_ptr + row * vocab + idx, mask=idx < vocab, other=float("-inf"))
+        p = tl.exp(x / temperature - lse)
+        bits = p.to(tl.int32, bitcast=True)
+        between = (bits >= lo) & (bits < hi) & (idx < vocab)
+        above += tl.where(bits >= hi, p, 0.0)
+        tl.store(out + count + tl.cumsum(between.to(tl.int32), axis=0) - 1, p, mask=between)
+        count += tl.sum(between.to(tl.int32), axis=0)
+    tl.store(count_ptr + row * CHUNKS + chunk, count)
+    tl.store(above_ptr + row * CHUNKS + chunk, tl.sum(above, axis=0))
+
+
+def _packed_mass_source(buf_ptr, count_ptr, above_ptr, lo_ptr, hi_ptr, mass_ptr,  # type: ignore[no-untyped-def]
+                        CHUNKS: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
+                        WAYS: tl.constexpr):
+    # `_mass_source` over the packed probabilities: blocks past the count are skipped.
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    lanes = tl.arange(0, BLOCK)
+    ways = tl.arange(0, WAYS).to(tl.int64)
+    lo = tl.load(lo_ptr + row)
+    cand = (lo + ((tl.load(hi_ptr + row) - lo) * ways) // WAYS).to(tl.int32)
+    packed = buf_ptr + (row * CHUNKS + chunk) * CHUNK
+    count = tl.load(count_ptr + row * CHUNKS + chunk)
+    acc = tl.zeros([BLOCK, WAYS], tl.float32)
+    for start in range(0, CHUNK, BLOCK):
+        if start < count:
+            p = tl.load(packed + start + lanes, mask=start + lanes < count, other=0.0)
+            bits = p.to(tl.int32, bitcast=True)
+            acc += tl.where(bits[:, None] >= cand[None, :], p[:, None], 0.0)
+    above = tl.load(above_ptr + row * CHUNKS + chunk)
+    tl.store(mass_ptr + (row * CHUNKS + chunk) * WAYS + ways, above + tl.sum(acc, axis=0))
+
+
 def _narrow_source(mass_ptr, lo_ptr, hi_ptr, kept_ptr, chunk_kept_ptr, top_p,  # type: ignore[no-untyped-def]
                    CHUNKS: tl.constexpr, CHUNKS_POW2: tl.constexpr, WAYS: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
@@ -177,7 +231,8 @@ def _kernels() -> dict[str, Any]:
         import triton
 
         for name, source in (("stats", _stats_source), ("start", _start_source),
-                             ("mass", _mass_source), ("narrow", _narrow_source),
+                             ("mass", _mass_source), ("compact", _compact_source),
+                             ("packed_mass", _packed_mass_source), ("narrow", _narrow_source),
                              ("draw", _draw_source)):
             _KERNELS[name] = triton.jit(source)
     return _KERNELS
@@ -221,9 +276,22 @@ def nucleus_draw(logits: torch.Tensor, u: torch.Tensor, temperature: float,
                                CHUNK=CHUNK, BLOCK=_BLOCK, num_warps=4)
     k["start"][(rows,)](chunk_max, chunk_sum, lse, lo, hi, _floor_bits(top_p, vocab),
                         CHUNKS=chunks, CHUNKS_POW2=pow2, num_warps=1)
-    for _ in range(passes(top_p, vocab)):
-        k["mass"][(rows, chunks)](logits, lse, lo, hi, mass, t, vocab=vocab, CHUNKS=chunks,
-                                  CHUNK=CHUNK, BLOCK=_BLOCK, WAYS=WAYS, num_warps=4)
+    for search in range(passes(top_p, vocab)):
+        if search < FULL_PASSES:
+            k["mass"][(rows, chunks)](logits, lse, lo, hi, mass, t, vocab=vocab,
+                                      CHUNKS=chunks, CHUNK=CHUNK, BLOCK=_BLOCK, WAYS=WAYS,
+                                      num_warps=4)
+        else:
+            if search == FULL_PASSES:
+                packed = torch.empty(rows, chunks, CHUNK, **f32)
+                count = torch.empty(rows, chunks, dtype=torch.int32, device=dev)
+                above = torch.empty(rows, chunks, **f32)
+                k["compact"][(rows, chunks)](logits, lse, lo, hi, packed, count, above, t,
+                                             vocab=vocab, CHUNKS=chunks, CHUNK=CHUNK,
+                                             BLOCK=_BLOCK, num_warps=4)
+            k["packed_mass"][(rows, chunks)](packed, count, above, lo, hi, mass,
+                                             CHUNKS=chunks, CHUNK=CHUNK, BLOCK=_BLOCK,
+                                             WAYS=WAYS, num_warps=4)
         k["narrow"][(rows,)](mass, lo, hi, kept, chunk_kept, float(top_p), CHUNKS=chunks,
                              CHUNKS_POW2=pow2, WAYS=WAYS, num_warps=1)
     k["draw"][(rows,)](logits, lse, lo, kept, chunk_kept, u, out, t, vocab=vocab,
