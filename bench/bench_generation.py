@@ -8,11 +8,13 @@ prompts (256 random tokens) and settings (128 new tokens, no EOS, sampling at te
   and of `runner.llm.generation.generate(engine="static")`, and their ratio;
 * our milliseconds per step (the whole call over the new tokens, prefill included) and the
   fraction of the memory-bandwidth bound: weights bytes / 3.0e12 B/s / step time;
-* the first call's seconds (it captures the step graphs) and the variant used (`--variants`,
-  NUCLEUS/ATTENTION pairs: nucleus `bisect`, the exact threshold search, one Triton kernel on
-  CUDA; `bisect-eager`, the torch search; `topk`, which falls back to `sort` when the top-k
-  candidates miss the nucleus, always so here; attention `triton`, the decode kernel of
-  `triton_attention`, or `sdpa`, torch's SDPA with the GQA heads folded).
+* the first call's seconds (it captures the step graphs, and compiles for `compiled`) and the
+  variant used (`--variants`, NUCLEUS/ATTENTION[/compiled]: nucleus `bisect`, the exact
+  threshold search, Triton kernels on CUDA; `bisect-eager`, the torch search; `topk`, which
+  falls back to `sort` when the top-k candidates miss the nucleus, always so here; attention
+  `triton`, the decode kernel of `triton_attention`, or `sdpa`, torch's SDPA with the GQA heads
+  folded; `compiled`: the norms, rotary embedding and MLPs torch.compile'd into the step
+  graphs, which the phases switch on after 1M tokens in a process).
 
 Then the greedy check: our greedy rows against `model.generate(do_sample=False)` on prompts of
 different lengths (left padded), in bf16 and again with the model in float32. On a random
@@ -183,6 +185,7 @@ def main() -> None:
         fastgen.clear_runners()
     for line in checks:
         print(line)
+    os.environ.pop(fastgen.COMPILE_ENV, None)
     notes = [f"Model: random-initialised Llama, {params / 1e9:.2f}B parameters, weights "
              f"{weight_bytes / 1e9:.2f} GB; prompts {plen} random tokens, {new} new tokens, no "
              "EOS; T=0.7, top_p=0.9, repetition penalty 1.15. `ours` = `generate(engine="
