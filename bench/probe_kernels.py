@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from runner.llm import triton_attention as ta  # noqa: E402
 from runner.llm import triton_sampling as ts  # noqa: E402
-from runner.llm.sampling import Sampler, row_keys, uniforms  # noqa: E402
+from runner.llm.sampling import Sampler, row_keys  # noqa: E402
 
 
 def bench(fn, n: int = 50) -> float:
@@ -42,7 +42,6 @@ def nucleus(rows: int = 256, vocab: int = 128256) -> None:
     gen = torch.Generator(device="cuda").manual_seed(0)
     logits = torch.randn(rows, vocab, device="cuda", generator=gen) * 2
     keys, step = row_keys(list(range(rows)), torch.device("cuda")), torch.tensor([3], device="cuda")
-    u = uniforms(keys, step)
     eager = Sampler(0.7, 0.9, 1.0, nucleus="bisect", fused=False)
     ref = eager.pick(logits.clone(), None, keys, step, "bisect")[0]
     sort = Sampler(0.7, 0.9, 1.0, nucleus="topk")
@@ -52,15 +51,15 @@ def nucleus(rows: int = 256, vocab: int = 128256) -> None:
     for chunk, ways, block in [default, (2048, 16, 256), (8192, 16, 256), (4096, 8, 512),
                                (4096, 32, 128)]:
         ts.CHUNK, ts.WAYS, ts._BLOCK = chunk, ways, block
-        ms = bench(lambda: ts.nucleus_draw(logits, u, 0.7, 0.9))
-        same = (ts.nucleus_draw(logits, u, 0.7, 0.9) == ref).sum().item()
+        ms = bench(lambda: ts.nucleus_draw(logits, keys, step, 0.7, 0.9))
+        same = (ts.nucleus_draw(logits, keys, step, 0.7, 0.9) == ref).sum().item()
         print(f"triton CHUNK={chunk} WAYS={ways} BLOCK={block} passes={ts.passes(0.9, vocab)}: "
               f"{ms:.3f} ms, token equal to torch's for {same}/{rows} rows")
     ts.CHUNK, ts.WAYS, ts._BLOCK = default
     graph = torch.cuda.CUDAGraph()
-    ts.nucleus_draw(logits, u, 0.7, 0.9)
+    ts.nucleus_draw(logits, keys, step, 0.7, 0.9)
     with torch.cuda.graph(graph):
-        out = ts.nucleus_draw(logits, u, 0.7, 0.9)
+        out = ts.nucleus_draw(logits, keys, step, 0.7, 0.9)
     print(f"triton (default) replayed in a CUDA graph: {bench(graph.replay):.3f} ms, "
           f"equal for {(out == ref).sum().item()}/{rows} rows")
 

@@ -124,7 +124,7 @@ class Sampler:
         if variant == "greedy":
             return logits.argmax(dim=-1), no_miss
         if variant == "bisect" and self.fused:  # the same search and draw as one Triton kernel
-            return triton_sampling.nucleus_draw(logits, uniforms(keys, step), self.temperature,
+            return triton_sampling.nucleus_draw(logits, keys, step, self.temperature,
                                                 self.top_p), no_miss
         logits = logits / self.temperature
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)

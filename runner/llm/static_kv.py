@@ -98,11 +98,14 @@ def _attention(
                                              attn_mask=attention_mask, scale=scaling)
         out = out.reshape(b, hq, 1, d)
     else:
-        if hq != hkv:  # the prefill, once per batch
+        # The prefill, once per batch. With a mask on CUDA, cuDNN's kernel reads GQA's shared
+        # KV heads as they are; elsewhere (CPU, float32) repeat them for the query heads.
+        gqa = hq != hkv and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
+        if hq != hkv and not gqa:
             key = key.repeat_interleave(hq // hkv, dim=1)
             value = value.repeat_interleave(hq // hkv, dim=1)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
-                                             scale=scaling)
+                                             scale=scaling, enable_gqa=gqa)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -27,7 +27,8 @@ Semantics, as the torch form (`sampling.py`) but summed in another order:
   `hi` infeasible. The first `lo` is (1 - top_p) / (4 V), not 0: the tokens below it weigh
   less than a quarter of (1 - top_p) in all, so it is feasible, and the search starts on ~8
   binades instead of ~120 (for top_p above 1 - 1e-5 it starts at 0);
-- the draw is the same inverse-CDF draw in vocabulary order with the same uniform: the first
+- the draw is the same inverse-CDF draw in vocabulary order with the same uniform (the
+  counter-based hash of `sampling.uniforms`, computed in the draw kernel): the first
   position whose running kept mass exceeds u * (kept mass), clamped just below the kept mass
   and to a kept token, so rounding can never pick a dropped one.
 A row whose threshold or draw falls within float rounding of a boundary may pick another
@@ -192,13 +193,29 @@ def _narrow_source(mass_ptr, lo_ptr, hi_ptr, kept_ptr, chunk_kept_ptr, top_p,  #
              tl.sum(tl.where(ways[None, :] == best, part, 0.0), axis=1), mask=c < CHUNKS)
 
 
-def _draw_source(logits_ptr, lse_ptr, lo_ptr, kept_ptr, chunk_kept_ptr, u_ptr, out_ptr,  # type: ignore[no-untyped-def]
-                 temperature, vocab: tl.constexpr, CHUNKS: tl.constexpr,
+def _draw_source(logits_ptr, lse_ptr, lo_ptr, kept_ptr, chunk_kept_ptr, keys_ptr, step_ptr,  # type: ignore[no-untyped-def]
+                 out_ptr, temperature, vocab: tl.constexpr, CHUNKS: tl.constexpr,
                  CHUNKS_POW2: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
+    # The row's uniform, bit for bit `sampling.uniforms(keys, step)`: one hash here instead of
+    # some forty tiny torch kernels a step.
+    # h = mix(low ^ mix(step ^ high)), "lowbias32" on uint64 values below 2**32 (products fit).
+    low = tl.load(keys_ptr + 2 * row).to(tl.uint64)
+    h = (tl.load(step_ptr).to(tl.uint64) & 0xFFFFFFFF) ^ tl.load(keys_ptr + 2 * row + 1).to(tl.uint64)
+    h = h ^ (h >> 16)
+    h = (h * 0x7FEB352D) & 0xFFFFFFFF
+    h = h ^ (h >> 15)
+    h = (h * 0x846CA68B) & 0xFFFFFFFF
+    h = low ^ h ^ (h >> 16)
+    h = h ^ (h >> 16)
+    h = (h * 0x7FEB352D) & 0xFFFFFFFF
+    h = h ^ (h >> 15)
+    h = (h * 0x846CA68B) & 0xFFFFFFFF
+    h = h ^ (h >> 16)
+    u = ((h >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
     kept = tl.load(kept_ptr + row)
     # Strictly below the kept mass, so some kept position's running mass passes it.
-    target = tl.minimum(tl.load(u_ptr + row) * kept, kept - kept * 2.384185791015625e-07)
+    target = tl.minimum(u * kept, kept - kept * 2.384185791015625e-07)
     c = tl.arange(0, CHUNKS_POW2)
     per_chunk = tl.load(chunk_kept_ptr + row * CHUNKS + c, mask=c < CHUNKS, other=0.0)
     ends = tl.cumsum(per_chunk, axis=0)
@@ -252,10 +269,10 @@ def passes(top_p: float, vocab: int) -> int:
     return max(1, math.ceil(math.log2(span) / math.log2(WAYS)))
 
 
-def nucleus_draw(logits: torch.Tensor, u: torch.Tensor, temperature: float,
-                 top_p: float) -> torch.Tensor:
-    """One token per row of float32 `logits` (rows, vocab), already penalised; `u`: (rows,)
-    float32 uniforms."""
+def nucleus_draw(logits: torch.Tensor, keys: torch.Tensor, step: torch.Tensor,
+                 temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row of float32 `logits` (rows, vocab), already penalised, drawn with the
+    uniform `sampling.uniforms(keys, step)` ((rows, 2) int64 keys, (1,) int64 step)."""
     if logits.dtype != torch.float32 or logits.dim() != 2 or not logits.is_contiguous():
         raise ValueError("nucleus_draw wants contiguous (rows, vocab) float32 logits")
     rows, vocab = logits.shape
@@ -270,7 +287,7 @@ def nucleus_draw(logits: torch.Tensor, u: torch.Tensor, temperature: float,
         rows, dtype=torch.long, device=dev)
     mass = torch.empty(rows, chunks, WAYS, **f32)
     out = torch.empty(rows, dtype=torch.long, device=dev)
-    u = u.to(torch.float32).contiguous()
+    keys, step = keys.contiguous(), step.contiguous()
     t, k = float(temperature), _kernels()
     k["stats"][(rows, chunks)](logits, chunk_max, chunk_sum, t, vocab=vocab, CHUNKS=chunks,
                                CHUNK=CHUNK, BLOCK=_BLOCK, num_warps=4)
@@ -294,7 +311,7 @@ def nucleus_draw(logits: torch.Tensor, u: torch.Tensor, temperature: float,
                                              WAYS=WAYS, num_warps=4)
         k["narrow"][(rows,)](mass, lo, hi, kept, chunk_kept, float(top_p), CHUNKS=chunks,
                              CHUNKS_POW2=pow2, WAYS=WAYS, num_warps=1)
-    k["draw"][(rows,)](logits, lse, lo, kept, chunk_kept, u, out, t, vocab=vocab,
+    k["draw"][(rows,)](logits, lse, lo, kept, chunk_kept, keys, step, out, t, vocab=vocab,
                        CHUNKS=chunks, CHUNKS_POW2=pow2, CHUNK=CHUNK, BLOCK=_BLOCK,
                        num_warps=4)
     return out
