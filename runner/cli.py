@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         args = build_parser().parse_args(argv)
+        if args.command in ("run", "resume"):
+            from runner import environment  # noqa: PLC0415
+
+            environment.check()  # a bad RUNNER_* value: one line, before anything is written
         if args.command in _LOGGING_COMMANDS:
             # structlog's console renderer imports rich (~0.15 s): only commands that log pay.
             from runner.logs import configure_logging  # noqa: PLC0415

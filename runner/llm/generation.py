@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 import torch
 
+from runner.environment import ENGINES
 from runner.llm.loader import LoadedModel
 from runner.llm.prompts import row_seed
 
@@ -208,8 +209,8 @@ def engine_for(lm: LoadedModel, engine: str = "auto") -> str:
     simple one. "static" on CPU runs the fast loop's steps eagerly (what its tests check).
     """
     if engine == "auto":
-        engine = os.environ.get(ENGINE_ENV, "auto") or "auto"
-    if engine not in ("auto", "simple", "static"):
+        engine = (os.environ.get(ENGINE_ENV) or "auto").strip().lower()
+    if engine not in ENGINES:
         raise ValueError(f"generation engine must be auto, simple or static, got {engine!r}")
     if engine == "auto":
         from runner.llm.static_kv import supported
