@@ -29,7 +29,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["switched_on", "wanted"]
+from runner.environment import COMPILE_MODES
+
+__all__ = ["compiled_calls", "installed", "switched_on", "wanted"]
 
 _ROTARY_FN = "apply_rotary_pos_emb"
 _PARTS: weakref.WeakKeyDictionary[Any, tuple[list[tuple[Any, Any]], Any]] = (
@@ -42,7 +44,7 @@ def wanted(env: str, device: torch.device, done: int, after: int) -> bool:
     CUDA once `done` units of work ran eagerly reach `after` (eager time about equal to the
     compile time: never much more than twice what hindsight would have chosen)."""
     mode = (os.environ.get(env) or "auto").strip().lower()
-    if mode not in ("auto", "always", "never"):
+    if mode not in COMPILE_MODES:
         raise ValueError(f"{env}={mode!r}: use auto, always or never")
     if mode != "auto":
         return mode == "always"
@@ -63,10 +65,30 @@ def _family_module(model: Any) -> Any:
     return module if callable(getattr(module, _ROTARY_FN, None)) else None
 
 
+def compiled_calls(modules: list[Any]) -> list[tuple[Any, Any]]:
+    """(module, its call compiled with dynamic shapes): what `nn.Module.compile()` makes,
+    kept aside instead of installed for good."""
+    return [(m, torch.compile(m._call_impl, dynamic=True)) for m in modules]
+
+
+@contextmanager
+def installed(pairs: list[tuple[Any, Any]]) -> Iterator[None]:
+    """Each module runs its compiled call inside the block (`Module.__call__` uses
+    `_compiled_call_impl` when set); whatever was there before is put back after."""
+    before = [m._compiled_call_impl for m, _ in pairs]
+    for module, fn in pairs:
+        module._compiled_call_impl = fn
+    try:
+        yield
+    finally:
+        for (module, _), fn in zip(pairs, before):
+            module._compiled_call_impl = fn
+
+
 def _parts(model: Any) -> tuple[list[tuple[Any, Any]], Any]:
     """(module, compiled call) pairs and the family module, made once per model."""
     if model not in _PARTS:
-        pairs = [(m, torch.compile(m._call_impl, dynamic=True)) for m in _modules(model)]
+        pairs = compiled_calls(_modules(model))
         family = _family_module(model)
         if family is not None and family not in _FUNCTIONS:
             _FUNCTIONS[family] = (getattr(family, _ROTARY_FN),
@@ -79,15 +101,11 @@ def _parts(model: Any) -> tuple[list[tuple[Any, Any]], Any]:
 def switched_on(model: Any) -> Iterator[None]:
     """Run `model`'s norms, rotary embedding and MLPs compiled inside the block."""
     pairs, family = _parts(model)
-    before = [m._compiled_call_impl for m, _ in pairs]
-    for module, fn in pairs:
-        module._compiled_call_impl = fn
     if family is not None:
         setattr(family, _ROTARY_FN, _FUNCTIONS[family][1])
     try:
-        yield
+        with installed(pairs):
+            yield
     finally:
-        for (module, _), fn in zip(pairs, before):
-            module._compiled_call_impl = fn
         if family is not None:
             setattr(family, _ROTARY_FN, _FUNCTIONS[family][0])

@@ -24,14 +24,12 @@ inside the critic's forwards; generation runs the layers as they are.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import structlog
 import torch
 
-from runner.llm.compiled_parts import wanted
+from runner.llm.compiled_parts import compiled_calls, installed, wanted
 from runner.llm.generation import forward_params
 from runner.llm.loader import LoadedModel
 from runner.llm.static_kv import supported
@@ -42,7 +40,7 @@ COMPILE_ENV = "RUNNER_CRITIC_COMPILE"  # "auto" (default) | "always" | "never"
 COMPILE_AFTER_TOKENS = 1_500_000  # ~8 s of eager scoring of a 1B model on the H100
 _log = structlog.get_logger("runner.llm")
 _SCORED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-_COMPILED: weakref.WeakKeyDictionary[Any, list[Any] | None] = weakref.WeakKeyDictionary()
+_COMPILED: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any]] | None] = weakref.WeakKeyDictionary()
 
 
 def should_compile(device: torch.device, scored_tokens: int) -> bool:
@@ -58,7 +56,8 @@ def next_token_logits(lm: LoadedModel, rows: list[list[int]]) -> torch.Tensor:
     real = sum(len(r) for r in rows)
     if should_compile(lm.device, _SCORED.get(model, 0)) and _compiled_layers(model) is not None:
         try:
-            with _switched_on(model):
+            # Installed for the critic's forward only: generation and SFT see eager layers.
+            with installed(_compiled_layers(model) or []):
                 return _right_padded(lm, rows)
         except torch.cuda.OutOfMemoryError:
             raise  # the caller splits the batch
@@ -95,29 +94,11 @@ def _left_padded(lm: LoadedModel, rows: list[list[int]]) -> torch.Tensor:
     return lm.model(use_cache=False, **kwargs).logits[:, -1, :].float()
 
 
-def _compiled_layers(model: Any) -> list[Any] | None:
-    """Per decoder layer, its call compiled (made once per model; None once it failed)."""
+def _compiled_layers(model: Any) -> list[tuple[Any, Any]] | None:
+    """(decoder layer, its compiled call) pairs, made once per model; None once it failed."""
     if model not in _COMPILED:
         layers = getattr(model.get_decoder(), "layers", None)
-        if layers is None:
-            _COMPILED[model] = None
-        else:
+        if layers is not None:
             _log.info("critic_compiling", layers=len(layers))
-            # What `nn.Module.compile()` does, kept aside instead of installed for good.
-            _COMPILED[model] = [torch.compile(layer._call_impl, dynamic=True) for layer in layers]
+        _COMPILED[model] = None if layers is None else compiled_calls(list(layers))
     return _COMPILED[model]
-
-
-@contextmanager
-def _switched_on(model: Any) -> Iterator[None]:
-    # `Module.__call__` runs `_compiled_call_impl` when it is set: set it for the critic's
-    # forward only, so other callers (generation, SFT) see the eager layers.
-    layers = model.get_decoder().layers
-    before = [layer._compiled_call_impl for layer in layers]
-    for layer, fn in zip(layers, _compiled_layers(model) or []):
-        layer._compiled_call_impl = fn
-    try:
-        yield
-    finally:
-        for layer, fn in zip(layers, before):
-            layer._compiled_call_impl = fn
