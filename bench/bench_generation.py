@@ -16,13 +16,9 @@ prompts (256 random tokens) and settings (128 new tokens, no EOS, sampling at te
   folded; `compiled`: the norms, rotary embedding and MLPs torch.compile'd into the step
   graphs, which the phases switch on after 1M tokens in a process).
 
-Then the greedy check: our greedy rows against `model.generate(do_sample=False)` on prompts of
-different lengths (left padded), in bf16 and again with the model in float32. On a random
-model in bf16 near-tied logits make some rows diverge after a while (both are right up to
-rounding): for each row that differs, the check runs the model's own forward on
-model.generate's prefix and reports how far apart the two candidate tokens' logits were at
-the first difference, next to the bf16 rounding step at that logit's size. float32 should
-match every row token for token.
+Then the greedy check (`greedy_agreement.py`): our greedy rows against `model.generate(
+do_sample=False)` on prompts of different lengths (left padded), beside `model.generate`
+against itself (each row alone; its own static cache), in bf16 and again in float32.
 
 Run (device): python bench/bench_generation.py [--append-results]
 CPU smoke:    python bench/bench_generation.py --tiny
@@ -39,6 +35,7 @@ import time
 import torch
 from structlog.testing import capture_logs
 
+import greedy_agreement
 from _llm import HBM_BYTES_PER_S, append_results, build, print_table, sync
 from runner.llm import fastgen, triton_attention, triton_sampling
 from runner.llm.generation import SamplingParams, generate
@@ -95,40 +92,6 @@ def time_ours(lm, rows, sp: SamplingParams, reps: int, nucleus: str = "bisect",
     return times[0], statistics.median(times[1:]), info
 
 
-def greedy_check(lm, rows: int, longest: int, new: int) -> tuple[int, float, list[str]]:
-    """(rows identical to model.generate's greedy output, mean length of the agreeing prefix,
-    for each differing row the logit gap of the two tokens at its first difference)."""
-    vocab = lm.model.config.vocab_size
-    batch = [p[: longest - 7 * i] for i, p in enumerate(prompts(rows, longest, vocab, 99))]
-    ours = generate(lm, batch, SamplingParams(temperature=0, max_new_tokens=new), 0,
-                    engine="static")
-    ids = torch.tensor([[0] * (longest - len(r)) + r for r in batch], device=lm.device)
-    mask = (torch.arange(longest, device=lm.device)[None, :]
-            >= torch.tensor([longest - len(r) for r in batch], device=lm.device)[:, None])
-    with torch.inference_mode():
-        ref = lm.model.generate(ids, attention_mask=mask.long(), do_sample=False,
-                                max_new_tokens=new, pad_token_id=0)[:, longest:].tolist()
-    same, prefix, gaps = 0, [], []
-    for row, g, r in zip(batch, ours, ref):
-        mine = list(g.token_ids)
-        same += mine == r
-        at = next((k for k, (a, b) in enumerate(zip(mine, r)) if a != b), len(r))
-        prefix.append(at)
-        if at < len(r):
-            gaps.append(divergence_gap(lm, row + r[:at], r[at], mine[at]))
-    return same, sum(prefix) / len(prefix), gaps
-
-
-def divergence_gap(lm, context: list[int], theirs: int, ours: int) -> str:
-    """The model's own logits (unpadded forward) for the two tokens where the rows part."""
-    with torch.inference_mode():
-        logits = lm.model(torch.tensor([context], device=lm.device)).logits[0, -1].float()
-    a, b = logits[theirs].item(), logits[ours].item()
-    # The spacing of representable values at |a| in the model's dtype (8 mantissa bits: bf16).
-    step = torch.finfo(lm.dtype).eps * 2.0 ** torch.tensor(abs(a)).log2().floor().item()
-    return f"{abs(a - b):.3f} (rounding step {step:.3f})"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="small float32 model on CPU (smoke)")
@@ -169,23 +132,17 @@ def main() -> None:
                           f"{first:.2f}", variant])
             fastgen.clear_runners()
     print_table(header, table)
-    checks = []
-    longest = min(plen, 64) if args.tiny else plen
-    while True:
-        same, prefix, gaps = greedy_check(lm, 8, longest, 64)
-        checks.append(f"greedy vs model.generate ({str(lm.dtype).removeprefix('torch.')}, 8 "
-                      f"left-padded rows, 64 tokens): {same}/8 rows identical, mean agreeing "
-                      f"prefix {prefix:.1f} tokens" + (
-                          "; at each first difference, |logit gap| of the two tokens in the "
-                          "model's own forward: " + ", ".join(gaps) if gaps else ""))
-        if lm.dtype == torch.float32:
-            break
-        lm.model.float()  # again in float32, where rounding no longer flips near-ties
+    # The greedy check runs the defaults the phases use.
+    fastgen.NUCLEUS, triton_attention.MIN_PROGRAMS = None, 256
+    os.environ.pop(fastgen.COMPILE_ENV, None)
+    checks = greedy_agreement.report(lm, 8, min(plen, 64) if args.tiny else plen, 64)
+    if lm.dtype != torch.float32:  # again in float32, where rounding no longer flips near-ties
+        lm.model.float()
         lm = dataclasses.replace(lm, dtype=torch.float32)
         fastgen.clear_runners()
+        checks += greedy_agreement.report(lm, 8, plen, 64)
     for line in checks:
         print(line)
-    os.environ.pop(fastgen.COMPILE_ENV, None)
     notes = [f"Model: random-initialised Llama, {params / 1e9:.2f}B parameters, weights "
              f"{weight_bytes / 1e9:.2f} GB; prompts {plen} random tokens, {new} new tokens, no "
              "EOS; T=0.7, top_p=0.9, repetition penalty 1.15. `ours` = `generate(engine="

@@ -19,7 +19,7 @@ echo "bench/RESULTS.md had $(wc -l < bench/RESULTS.md) lines"
 # RUNNER_BENCH_SKIP: space-separated parts to leave out (gen critic sft pilot), e.g. to fit
 # the device tool's 10-minute limit a call in two calls.
 skip=" ${RUNNER_BENCH_SKIP:-} "
-[[ $skip == *" gen "* ]] || { timeout 240 python bench/bench_generation.py --append-results > "$out/gen.log" 2>&1; grep -v "^20" "$out/gen.log" | tail -12; }
+[[ $skip == *" gen "* ]] || { timeout 330 python bench/bench_generation.py --append-results > "$out/gen.log" 2>&1; grep -v "^20" "$out/gen.log" | tail -12; }
 [[ $skip == *" critic "* ]] || { timeout 240 python bench/bench_critic.py --append-results > "$out/critic.log" 2>&1; tail -9 "$out/critic.log"; }
 [[ $skip == *" sft "* ]] || { timeout 200 python bench/bench_sft.py --append-results --loops plain,ours > "$out/sft.log" 2>&1; tail -4 "$out/sft.log"; }
 [[ $skip == *" pilot "* ]] || { timeout 200 python bench/gpu/run_pilot.py --out "$out" --append-results > "$out/pilot.log" 2>&1; tail -12 "$out/pilot.log"; }
