@@ -31,6 +31,7 @@ from _llm import append_results, build, print_table, sync
 import torch
 
 from runner.llm import critic, critic_forward
+from runner.llm import triton_parts
 from runner.llm.critic_forward import COMPILE_ENV
 
 MATMUL_TFLOPS = 790.0  # a large bf16 matrix product on the H100 (MEASURED.md, KINDS.md)
@@ -42,9 +43,11 @@ def mix(n: int, lo: int, hi: int, vocab: int, seed: int = 0) -> list[list[int]]:
 
 
 def run(lm, rows, labels, bucketed: bool, batch_rows: int, max_tokens: int,
-        compile_mode: str = "never"):
-    """(first run s, second run s, scores, stats) of scoring every row twice."""
+        compile_mode: str = "never", kernels: bool = True):
+    """(first run s, second run s, scores, stats) of scoring every row twice; `kernels`: the
+    eager forward's norms, rotary and SiLU product as Triton kernels (`triton_parts`)."""
     os.environ[COMPILE_ENV] = compile_mode
+    triton_parts.ENABLED = kernels
     runs = []
     for timed in (False, True):
         stats: dict[str, float] = {"forwards": 0, "real_tokens": 0, "padded_tokens": 0}
@@ -108,13 +111,15 @@ def main() -> None:
               "forwards", "seconds", "first run s"]
     table, results = [], {}
     budgets = [int(m) for m in args.max_tokens.split(",")]
-    paths = [("unbucketed", False, budgets[0], "never")]
-    paths += [(f"bucketed {m}", True, m, "never") for m in budgets]
+    paths = [("unbucketed", False, budgets[0], "never", True)]
+    paths += [(f"bucketed {m}", True, m, "never", True) for m in budgets]
+    paths.append((f"bucketed {budgets[0]}, model's own norms/rotary/MLP ops", True, budgets[0],
+                  "never", False))
     if args.compiled:
-        paths.append((f"bucketed {budgets[0]} compiled", True, budgets[0], "always"))
-    for name, bucketed, max_tokens, mode in paths:
+        paths.append((f"bucketed {budgets[0]} compiled", True, budgets[0], "always", True))
+    for name, bucketed, max_tokens, mode, kernels in paths:
         first, seconds, scores, st = run(lm, rows, labels, bucketed, args.batch_rows,
-                                         max_tokens, mode)
+                                         max_tokens, mode, kernels)
         results[name] = scores
         useful = 2 * params * st["real_tokens"] / seconds / 1e12
         executed = 2 * params * st["padded_tokens"] / seconds / 1e12

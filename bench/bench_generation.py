@@ -9,12 +9,13 @@ prompts (256 random tokens) and settings (128 new tokens, no EOS, sampling at te
 * our milliseconds per step (the whole call over the new tokens, prefill included) and the
   fraction of the memory-bandwidth bound: weights bytes / 3.0e12 B/s / step time;
 * the first call's seconds (it captures the step graphs, and compiles for `compiled`) and the
-  variant used (`--variants`, NUCLEUS/ATTENTION[/compiled]: nucleus `bisect`, the exact
+  variant used (`--variants`, NUCLEUS/ATTENTION[/PARTS]: nucleus `bisect`, the exact
   threshold search, Triton kernels on CUDA; `bisect-eager`, the torch search; `topk`, which
   falls back to `sort` when the top-k candidates miss the nucleus, always so here; attention
   `triton`, the decode kernel of `triton_attention`, or `sdpa`, torch's SDPA with the GQA heads
-  folded; `compiled`: the norms, rotary embedding and MLPs torch.compile'd into the step
-  graphs, which the phases switch on after 1M tokens in a process).
+  folded; parts, the decoder's norms, rotary embedding and MLP products: `fused`, Triton
+  kernels (`triton_parts`, the phases' default), `compiled`, torch.compile'd into the step
+  graphs (the phases switch it on after 1M tokens in a process), or `eager`, the model's ops).
 
 Then the greedy check (`greedy_agreement.py`): our greedy rows against `model.generate(
 do_sample=False)` on prompts of different lengths (left padded), beside `model.generate`
@@ -37,7 +38,7 @@ from structlog.testing import capture_logs
 
 import greedy_agreement
 from _llm import HBM_BYTES_PER_S, append_results, build, print_table, sync
-from runner.llm import fastgen, triton_attention, triton_sampling
+from runner.llm import fastgen, triton_attention, triton_parts, triton_sampling
 from runner.llm.generation import SamplingParams, generate
 
 
@@ -61,11 +62,13 @@ def time_generate(lm, rows, sp: SamplingParams) -> float:
 
 
 def time_ours(lm, rows, sp: SamplingParams, reps: int, nucleus: str = "bisect",
-              attention: str = "triton", compiled: bool = False) -> tuple[float, float, dict]:
+              attention: str = "triton", parts: str = "fused") -> tuple[float, float, dict]:
     """(first call s, median of `reps` later calls s, what the log said)."""
     times = []
     fastgen.NUCLEUS = nucleus
+    compiled = parts == "compiled"
     os.environ[fastgen.COMPILE_ENV] = "always" if compiled else "never"
+    triton_parts.ENABLED = parts == "fused"
     triton_attention.MIN_PROGRAMS = 256 if attention == "triton" else 1 << 62
     with capture_logs() as logs:
         for rep in range(reps + 1):
@@ -86,7 +89,9 @@ def time_ours(lm, rows, sp: SamplingParams, reps: int, nucleus: str = "bisect",
         torch.zeros(len(rows), lm.model.config.num_key_value_heads, 1, 1, device=lm.device)
     ) else "sdpa"
     info = {"variant": f"{nucleus}: " + "+".join(used) + fused + f", attention {attn}"
-                       + (", compiled parts" if compiled else ""),
+                       + {"compiled": ", compiled parts", "eager": ", eager parts"}.get(
+                           parts, ", Triton parts" if triton_parts.usable(
+                               lm.model, lm.device, lm.dtype) else ""),
             "graph_failed": "cuda_graph_unavailable" in events,
             "rewinds": events.count("fastgen_rewind")}
     return times[0], statistics.median(times[1:]), info
@@ -99,10 +104,11 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=None)
     ap.add_argument("--new-tokens", type=int, default=None)
     ap.add_argument("--variants",
-                    default="bisect/triton/compiled,bisect/triton,bisect/sdpa,topk/sdpa",
-                    help="comma-separated NUCLEUS/ATTENTION[/compiled]: nucleus bisect, "
-                         "bisect-eager or topk; attention triton or sdpa; compiled: norms, "
-                         "rotary and MLPs torch.compile'd (RUNNER_DECODE_COMPILE=always)")
+                    default="bisect/triton/compiled,bisect/triton/fused,bisect/triton/eager",
+                    help="comma-separated NUCLEUS/ATTENTION[/PARTS]: nucleus bisect, "
+                         "bisect-eager or topk; attention triton or sdpa; parts (norms, rotary, "
+                         "MLP products): fused (Triton kernels, the default until compiled), "
+                         "compiled (RUNNER_DECODE_COMPILE=always) or eager (the model's ops)")
     ap.add_argument("--reps", type=int, default=3, help="timed calls of ours after the first")
     ap.add_argument("--append-results", action="store_true")
     args = ap.parse_args()
@@ -121,9 +127,8 @@ def main() -> None:
         time_generate(lm, rows[:1], dataclasses.replace(sp, max_new_tokens=2))  # warm-up
         base = b * new / time_generate(lm, rows, sp)
         for variant in args.variants.split(","):
-            nucleus, attention, *more = variant.split("/") + ["triton"]
-            first, t, info = time_ours(lm, rows, sp, args.reps, nucleus, attention,
-                                       "compiled" in more)
+            nucleus, attention, parts = (variant.split("/") + ["triton", "fused"])[:3]
+            first, t, info = time_ours(lm, rows, sp, args.reps, nucleus, attention, parts)
             ours = b * new / t
             step = t / new
             variant = info["variant"] + (" (eager: graph failed)" if info["graph_failed"] else "")
@@ -133,7 +138,7 @@ def main() -> None:
             fastgen.clear_runners()
     print_table(header, table)
     # The greedy check runs the defaults the phases use.
-    fastgen.NUCLEUS, triton_attention.MIN_PROGRAMS = None, 256
+    fastgen.NUCLEUS, triton_attention.MIN_PROGRAMS, triton_parts.ENABLED = None, 256, True
     os.environ.pop(fastgen.COMPILE_ENV, None)
     checks = greedy_agreement.report(lm, 8, min(plen, 64) if args.tiny else plen, 64)
     if lm.dtype != torch.float32:  # again in float32, where rounding no longer flips near-ties

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _llm import build, sync  # noqa: E402
 from bench_generation import prompts  # noqa: E402
 
-from runner.llm import fastgen  # noqa: E402
+from runner.llm import fastgen, triton_parts  # noqa: E402
 from runner.llm.generation import SamplingParams, generate  # noqa: E402
 
 
@@ -32,8 +32,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=14, help="kernels listed")
     ap.add_argument("--compiled", action="store_true",
                     help="compiled norms, rotary and MLPs (RUNNER_DECODE_COMPILE=always)")
+    ap.add_argument("--eager-parts", action="store_true",
+                    help="the model's own norms, rotary and MLP ops, not Triton kernels")
     args = ap.parse_args()
     os.environ[fastgen.COMPILE_ENV] = "always" if args.compiled else "never"
+    triton_parts.ENABLED = not args.eager_parts
     lm, _ = build(args.tiny)
     vocab = lm.model.config.vocab_size
     sp = SamplingParams(temperature=0.7, top_p=0.9, repetition_penalty=1.15, max_new_tokens=128, stop_strings=())

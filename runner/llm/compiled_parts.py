@@ -31,7 +31,7 @@ import torch
 
 from runner.environment import COMPILE_MODES
 
-__all__ = ["compiled_calls", "installed", "switched_on", "wanted"]
+__all__ = ["compiled_calls", "family_module", "installed", "switched_on", "wanted"]
 
 _ROTARY_FN = "apply_rotary_pos_emb"
 _PARTS: weakref.WeakKeyDictionary[Any, tuple[list[tuple[Any, Any]], Any]] = (
@@ -58,7 +58,8 @@ def _modules(model: Any) -> list[Any]:
     return found + [layer.mlp for layer in layers if hasattr(layer, "mlp")]
 
 
-def _family_module(model: Any) -> Any:
+def family_module(model: Any) -> Any:
+    """The transformers module that defines `model`'s attention and `apply_rotary_pos_emb`."""
     layers = getattr(model.get_decoder(), "layers", [])
     attn = getattr(layers[0], "self_attn", None) if len(layers) else None
     module = sys.modules.get(type(attn).__module__) if attn is not None else None
@@ -89,7 +90,7 @@ def _parts(model: Any) -> tuple[list[tuple[Any, Any]], Any]:
     """(module, compiled call) pairs and the family module, made once per model."""
     if model not in _PARTS:
         pairs = compiled_calls(_modules(model))
-        family = _family_module(model)
+        family = family_module(model)
         if family is not None and family not in _FUNCTIONS:
             _FUNCTIONS[family] = (getattr(family, _ROTARY_FN),
                                   torch.compile(getattr(family, _ROTARY_FN), dynamic=True))

@@ -18,17 +18,21 @@ default `auto` mode compiling starts once this process has scored `COMPILE_AFTER
 tokens eagerly with the model (the ski-rental rule: eager time about equal to the compile
 time, so a job never costs much more than twice what hindsight would have chosen), on CUDA
 only. `RUNNER_CRITIC_COMPILE=always|never` overrides. The compiled layers are switched on only
-inside the critic's forwards; generation runs the layers as they are.
+inside the critic's forwards; generation runs the layers as they are. Until they are, a
+bf16/fp16 model's norms, rotary embedding and SiLU product run as Triton kernels
+(`triton_parts`), which cost about a second to build.
 """
 
 from __future__ import annotations
 
 import weakref
+from contextlib import nullcontext
 from typing import Any
 
 import structlog
 import torch
 
+from runner.llm import triton_parts
 from runner.llm.compiled_parts import compiled_calls, installed, wanted
 from runner.llm.generation import forward_params
 from runner.llm.loader import LoadedModel
@@ -64,7 +68,9 @@ def next_token_logits(lm: LoadedModel, rows: list[list[int]]) -> torch.Tensor:
         except Exception as exc:  # noqa: BLE001 - no working compiler here: stay eager
             _log.warning("critic_compile_failed", error=str(exc)[:300])
             _COMPILED[model] = None
-    logits = _right_padded(lm, rows)
+    with (triton_parts.switched_on(model) if triton_parts.usable(model, lm.device, lm.dtype)
+          else nullcontext()):
+        logits = _right_padded(lm, rows)
     _SCORED[model] = _SCORED.get(model, 0) + real
     return logits
 

@@ -22,7 +22,8 @@ On CPU the same code runs the steps eagerly (no graphs): that is what the tests 
 against `model.generate`. The runner (`step_runner.Runner`: cache, buffers, graphs) is kept
 for the next call of the same shape, since capturing costs about as much as a dozen eager
 steps. Once a process has generated `COMPILE_AFTER_TOKENS` tokens on CUDA, new runners capture
-the step with the decoder's norms, rotary embedding and MLPs compiled (`compiled_parts`).
+the step with the decoder's norms, rotary embedding and MLPs compiled (`compiled_parts`);
+before that, bf16/fp16 models run those pieces as Triton kernels (`triton_parts`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 import structlog
 import torch
 
-from runner.llm import compiled_parts, triton_sampling
+from runner.llm import compiled_parts, triton_parts, triton_sampling
 from runner.llm.generation import Generation, SamplingParams, eos_ids
 from runner.llm.loader import LoadedModel
 from runner.llm.prompts import row_seed
@@ -85,8 +86,9 @@ def _runner(lm: LoadedModel, batch: int, width: int, p: SamplingParams, graphs: 
                       "topk" if nucleus == "topk" else "bisect", fused)
     penalise = p.repetition_penalty != 1.0
     width = -(-width // _PAD_TO) * _PAD_TO
+    # The graphs hold the parts they were captured with: compiled, Triton or the model's own.
     key = (weakref.ref(lm.model), batch, width, p.max_new_tokens, sampler, penalise, graphs,
-           compiled)
+           compiled, triton_parts.ENABLED)
     runner = _RUNNERS.get(key)
     if runner is None:
         clear_runners()  # one runner at a time: its cache is the largest thing we hold
@@ -148,7 +150,12 @@ def _generate(lm: LoadedModel, rows: list[list[int]], places: list[int], p: Samp
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=lm.device)
     keys = row_keys([row_seed(seed, i) for i in places], lm.device)
     host = RowStops(lm.tokenizer, eos_ids(lm), len(rows), p.stop_strings)
-    parts = compiled_parts.switched_on(lm.model) if compiled else nullcontext()
+    if compiled:
+        parts = compiled_parts.switched_on(lm.model)
+    elif triton_parts.usable(lm.model, lm.device, lm.dtype):
+        parts = triton_parts.switched_on(lm.model)
+    else:
+        parts = nullcontext()
     with static_attention(lm.model), parts:
         variant = runner.load(ids, mask, keys)
         return _decode(runner, host, variant, p.max_new_tokens, block, log)

@@ -21,5 +21,5 @@ def test_parts_of_a_llama_are_norms_rotary_mlps_and_the_rotary_function(tiny_mod
     model = loader.load_model({"path": str(tiny_model)}).model
     names = sorted({type(m).__name__ for m in compiled_parts._modules(model)})
     assert names == ["LlamaMLP", "LlamaRMSNorm", "LlamaRotaryEmbedding"]
-    family = compiled_parts._family_module(model)
+    family = compiled_parts.family_module(model)
     assert family.__name__.endswith("modeling_llama") and callable(family.apply_rotary_pos_emb)

@@ -14,7 +14,7 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def lm(tiny_model, fresh_loader):
     """The tiny model in float32 on CPU."""
-    return loader.load_model({"path": str(tiny_model)})
+    return loader.load_model({"path": str(tiny_model), "device": "cpu", "dtype": "float32"})
 
 
 @torch.inference_mode()
