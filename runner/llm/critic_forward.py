@@ -26,13 +26,12 @@ bf16/fp16 model's norms, rotary embedding and SiLU product run as Triton kernels
 from __future__ import annotations
 
 import weakref
-from contextlib import nullcontext
 from typing import Any
 
 import structlog
 import torch
 
-from runner.llm import triton_parts
+from runner.llm import triton_parts, triton_support
 from runner.llm.compiled_parts import compiled_calls, installed, wanted
 from runner.llm.generation import forward_params
 from runner.llm.loader import LoadedModel
@@ -68,11 +67,24 @@ def next_token_logits(lm: LoadedModel, rows: list[list[int]]) -> torch.Tensor:
         except Exception as exc:  # noqa: BLE001 - no working compiler here: stay eager
             _log.warning("critic_compile_failed", error=str(exc)[:300])
             _COMPILED[model] = None
-    with (triton_parts.switched_on(model) if triton_parts.usable(model, lm.device, lm.dtype)
-          else nullcontext()):
-        logits = _right_padded(lm, rows)
+    logits = _with_kernels(lm, rows)
     _SCORED[model] = _SCORED.get(model, 0) + real
     return logits
+
+
+def _with_kernels(lm: LoadedModel, rows: list[list[int]]) -> torch.Tensor:
+    # The eager forward with the Triton parts where they run; if Triton cannot build them
+    # here, switched off for the process (`triton_support`) and the same forward without.
+    if not triton_parts.usable(lm.model, lm.device, lm.dtype):
+        return _right_padded(lm, rows)
+    try:
+        with triton_parts.switched_on(lm.model):
+            return _right_padded(lm, rows)
+    except torch.cuda.OutOfMemoryError:
+        raise  # the caller splits the batch
+    except Exception as exc:  # noqa: BLE001 - any build failure: the torch ops instead
+        triton_support.switch_off(exc, _log)
+    return _right_padded(lm, rows)
 
 
 def _right_padded(lm: LoadedModel, rows: list[list[int]]) -> torch.Tensor:

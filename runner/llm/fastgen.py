@@ -35,7 +35,7 @@ from typing import Any
 import structlog
 import torch
 
-from runner.llm import compiled_parts, triton_parts, triton_sampling
+from runner.llm import compiled_parts, triton_parts, triton_sampling, triton_support
 from runner.llm.generation import Generation, SamplingParams, eos_ids
 from runner.llm.loader import LoadedModel
 from runner.llm.prompts import row_seed
@@ -122,18 +122,25 @@ def generate_static(
     graphs = lm.device.type == "cuda" if graphs is None else graphs
     compiled = graphs and lm.model not in _COMPILE_FAILED and compiled_parts.wanted(
         COMPILE_ENV, lm.device, _GENERATED.get(lm.model, 0), COMPILE_AFTER_TOKENS)
-    try:
-        out = _generate(lm, rows, places, p, seed, graphs, block, candidates, nucleus, log,
-                        compiled)
-    except Exception as exc:
-        if not compiled or isinstance(exc, torch.cuda.OutOfMemoryError):
-            raise
-        # No working compiler here (or it failed on this model): go on without it.
-        log.warning("decode_compile_failed", error=str(exc)[:300])
-        _COMPILE_FAILED.add(lm.model)
-        clear_runners()
-        out = _generate(lm, rows, places, p, seed, graphs, block, candidates, nucleus, log,
-                        False)
+    while True:
+        kernels = triton_support.available(lm.device)
+        try:
+            out = _generate(lm, rows, places, p, seed, graphs, block, candidates, nucleus, log,
+                            compiled)
+            break
+        except Exception as exc:
+            if isinstance(exc, torch.cuda.OutOfMemoryError) or not (compiled or kernels):
+                raise
+            # No working compiler here, or Triton cannot build its kernels (no C compiler,
+            # an unsupported card): the same rows again without them. The rows depend only
+            # on the seeds, so the retry gives what a first call without them would.
+            clear_runners()
+            if compiled:
+                log.warning("decode_compile_failed", error=str(exc)[:300])
+                _COMPILE_FAILED.add(lm.model)
+                compiled = False
+            else:
+                triton_support.switch_off(exc, log)
     if not compiled:
         _GENERATED[lm.model] = _GENERATED.get(lm.model, 0) + sum(g.tokens for g in out)
     return out

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from runner.llm import triton_support
+
 try:  # as in triton_sampling: the kernel's source needs `tl` as a global
     import triton.language as tl
 except ImportError:  # pragma: no cover
@@ -39,10 +41,11 @@ _KERNELS: list[Any] = []
 
 
 def usable(query: torch.Tensor, key: torch.Tensor) -> bool:
-    """True when the kernel applies: CUDA, half precision, one query token, enough programs."""
+    """True when the kernel applies: CUDA, half precision, one query token, enough programs,
+    and the kernels run there (`triton_support.available`)."""
     return (tl is not None and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
             and query.shape[2] == 1 and query.shape[0] * key.shape[1] >= MIN_PROGRAMS
-            and query.shape[-1] in (64, 128, 256))
+            and query.shape[-1] in (64, 128, 256) and triton_support.available(query.device))
 
 
 def _decode_source(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, scale, masked_below,  # type: ignore[no-untyped-def]

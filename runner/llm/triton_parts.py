@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from runner.llm import triton_support
 from runner.llm.compiled_parts import family_module, installed
 
 try:  # as in triton_sampling: the kernels' source needs `tl` as a global
@@ -147,9 +148,11 @@ def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
 
 
 def usable(model: Any, device: torch.device, dtype: torch.dtype) -> bool:
-    """True where the kernels apply: Triton, CUDA, a half-precision model of a known family."""
-    return (ENABLED and tl is not None and device.type == "cuda" and dtype in _HALF
-            and getattr(getattr(model, "config", None), "model_type", None) in _MODEL_TYPES)
+    """True where the kernels apply: a half-precision model of a known family on a device where
+    the kernels run (`triton_support.available`)."""
+    return (ENABLED and tl is not None and dtype in _HALF
+            and getattr(getattr(model, "config", None), "model_type", None) in _MODEL_TYPES
+            and triton_support.available(device))
 
 
 def _plain(module: Any) -> bool:

@@ -43,6 +43,8 @@ from typing import Any
 
 import torch
 
+from runner.llm import triton_support
+
 try:  # Triton ships with CUDA builds of torch; the kernels' source needs `tl` as a global.
     import triton.language as tl
 except ImportError:  # pragma: no cover - CPU builds without Triton use the torch form
@@ -60,8 +62,8 @@ _KERNELS: dict[str, Any] = {}
 
 
 def available(device: torch.device) -> bool:
-    """True where the compiled kernels can run: a CUDA device and an importable Triton."""
-    return device.type == "cuda" and tl is not None
+    """True where the kernels run (`triton_support.available`)."""
+    return tl is not None and triton_support.available(device)
 
 
 def _stats_source(logits_ptr, max_ptr, sum_ptr, temperature,  # type: ignore[no-untyped-def]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from runner.llm import critic_forward, loader
+from runner.llm import critic_forward, loader, triton_parts, triton_support
 from runner.llm.critic_forward import COMPILE_AFTER_TOKENS, next_token_logits, should_compile
 
 ROWS = [[5, 9, 13, 2, 7, 7, 30], [11, 4], [8, 8, 8, 8, 100], [42]]
@@ -81,3 +81,23 @@ def test_cuda_compiled_layers_give_the_eager_logits(tiny_model, fresh_loader, mo
     assert critic_forward._COMPILED.get(lm.model) is not None
     assert torch.allclose(compiled, eager, atol=1e-4)
     assert all(layer._compiled_call_impl is None for layer in lm.model.get_decoder().layers)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@torch.inference_mode()
+def test_cuda_kernel_build_failure_scores_with_the_models_own_ops(tiny_model, fresh_loader,
+                                                                  monkeypatch):
+    """bf16 on CUDA: if the Triton parts cannot be built, the kernels are switched off and the
+    forward runs again with the model's ops, giving what a forward without kernels gives."""
+    lm = loader.load_model({"path": str(tiny_model), "device": "cuda", "dtype": "bfloat16"})
+    monkeypatch.setenv(critic_forward.COMPILE_ENV, "never")
+    monkeypatch.setattr(triton_support, "_FAILURES", [])  # kernels on; restored after
+
+    def no_compiler(*args):
+        raise RuntimeError("Failed to find C compiler")
+
+    monkeypatch.setattr(triton_parts, "rotary", no_compiler)
+    fell_back = next_token_logits(lm, ROWS)
+    assert triton_support.switched_off()
+    assert torch.equal(fell_back, next_token_logits(lm, ROWS))

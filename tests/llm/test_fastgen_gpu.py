@@ -4,7 +4,7 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
-from runner.llm import fastgen, loader
+from runner.llm import fastgen, loader, triton_parts, triton_support
 from runner.llm.generation import SamplingParams, engine_for, generate
 
 pytestmark = [
@@ -98,3 +98,31 @@ def test_cuda_compiled_parts_keep_greedy_output(lm, monkeypatch):
         compiled = generate(lm, ids, greedy, 0)
     assert "decode_compile_failed" not in [e["event"] for e in logs]
     assert compiled == plain
+
+
+@pytest.fixture
+def bf16(tiny_model, fresh_loader):
+    """The tiny model on CUDA in bf16 (where the Triton parts run); kernels on before and after."""
+    fastgen.clear_runners()
+    triton_support._FAILURES.clear()
+    yield loader.load_model({"path": str(tiny_model), "device": "cuda", "dtype": "bfloat16"})
+    triton_support._FAILURES.clear()
+    fastgen.clear_runners()
+
+
+def test_cuda_kernel_build_failure_falls_back_to_the_torch_paths(bf16, monkeypatch):
+    """A Triton kernel that cannot be built (no C compiler, say) switches the kernels off with
+    one warning; the call returns the rows a call without kernels gives."""
+    ids = bf16.encode(PROMPTS)
+
+    def no_compiler(*args):
+        raise RuntimeError("Failed to find C compiler. Please specify via CC")
+
+    monkeypatch.setattr(triton_parts, "rms_norm", no_compiler)
+    with capture_logs() as logs:
+        fell_back = generate(bf16, ids, SAMPLED, 5)
+    warnings = [e for e in logs if e["event"] == "triton_kernels_switched_off"]
+    assert len(warnings) == 1 and "C compiler" in warnings[0]["error"]
+    assert not triton_support.available(bf16.device)
+    fastgen.clear_runners()
+    assert fell_back == generate(bf16, ids, SAMPLED, 5)  # kernels still off: the torch paths

@@ -123,7 +123,8 @@ def test_on_cpu_the_block_leaves_the_models_output_unchanged(model):
 
 def test_usable_only_for_half_precision_cuda_models_of_known_families(model, monkeypatch):
     """CUDA and bf16/fp16 and a Llama/Mistral/Qwen family, and not when switched off."""
-    cuda = torch.device("cuda")
+    cuda = torch.device("cuda")  # a Hopper card, as far as `triton_support` asks
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert triton_parts.usable(model, cuda, torch.bfloat16)
     assert not triton_parts.usable(model, torch.device("cpu"), torch.bfloat16)
     assert not triton_parts.usable(model, cuda, torch.float32)
