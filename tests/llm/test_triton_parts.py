@@ -22,6 +22,20 @@ def model(tiny_model, fresh_loader):
     return loader.load_model({"path": str(tiny_model)}).model.to(DEVICE, DTYPE)
 
 
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3"]
+
+
+def _family_model(model_type: str):
+    """A tiny random model of the family (config only: the family's own module classes)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(model_type, hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=2, vocab_size=256, head_dim=16)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).to(DEVICE, DTYPE).eval()
+
+
 def _steps(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """|a - b| in units of the rounding step of `dtype` (default b's) at b's size."""
     size = torch.exp2(b.double().abs().clamp_min(1e-3).log2().floor())
@@ -104,6 +118,17 @@ def test_switched_on_replaces_norms_mlps_and_rotary_then_restores_them(model):
     assert all(m._compiled_call_impl is None for m in norms + mlps)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_norm_and_mlp_of_each_family_is_taken(family):
+    """Llama, Mistral, Qwen2 and Qwen3 (with its per-head q/k norms): every RMSNorm and MLP,
+    and the family's own rotary function."""
+    model = _family_model(family)
+    taken = {id(m) for m, _ in triton_parts._calls(model)}
+    wanted = [m for m in model.modules() if type(m).__name__.endswith(("RMSNorm", "MLP"))]
+    assert taken == {id(m) for m in wanted}
+    assert callable(compiled_parts.family_module(model).apply_rotary_pos_emb)
+
+
 def test_a_module_with_hooks_is_left_alone(model):
     """A hook would be skipped by a replaced call, so a hooked norm keeps its own forward."""
     norm = model.model.norm
@@ -137,8 +162,22 @@ def test_usable_only_for_half_precision_cuda_models_of_known_families(model, mon
 
 @pytest.mark.gpu
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="needs CUDA")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cuda_each_family_runs_the_kernels_and_keeps_its_logits(family, monkeypatch):
+    """bf16 on CUDA, each family: every norm, MLP and rotary call goes through a kernel, and
+    the logits stay within rounding of the model's own."""
+    model = _family_model(family)
+    _forward_through_kernels(model, monkeypatch)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs CUDA")
 def test_cuda_model_forward_runs_the_kernels_and_keeps_its_logits(model, monkeypatch):
-    """In bf16 on CUDA every norm and MLP goes through a kernel; logits stay within rounding."""
+    """The tiny Llama as the loader gives it: the same."""
+    _forward_through_kernels(model, monkeypatch)
+
+
+def _forward_through_kernels(model, monkeypatch) -> None:
     used = {"rms_norm": 0, "silu_mul": 0, "rotary": 0}
     for name in used:
         kernel = getattr(triton_parts, name)
@@ -150,5 +189,6 @@ def test_cuda_model_forward_runs_the_kernels_and_keeps_its_logits(model, monkeyp
     with triton_parts.switched_on(model):
         ours = model(ids).logits.float()
     layers = len(model.model.layers)
-    assert used == {"rms_norm": 2 * layers + 1, "silu_mul": layers, "rotary": layers}
+    norms = sum(type(m).__name__.endswith("RMSNorm") for m in model.modules())
+    assert used == {"rms_norm": norms, "silu_mul": layers, "rotary": layers}
     assert (ours - plain).abs().max() < 0.05 * plain.abs().max()
