@@ -33,7 +33,7 @@ import torch
 
 from runner.llm import triton_parts, triton_support
 from runner.llm.compiled_parts import compiled_calls, installed, wanted
-from runner.llm.generation import forward_params
+from runner.llm.generation import forward_params, on_device
 from runner.llm.loader import LoadedModel
 from runner.llm.static_kv import supported
 
@@ -55,6 +55,11 @@ def next_token_logits(lm: LoadedModel, rows: list[list[int]]) -> torch.Tensor:
     """(rows, vocab) float32 logits of the token after each row of token ids."""
     if not supported(lm.model):
         return _left_padded(lm, rows)
+    with on_device(lm.device):  # compiled and Triton kernels launch on the current device
+        return _fast(lm, rows)
+
+
+def _fast(lm: LoadedModel, rows: list[list[int]]) -> torch.Tensor:
     model = lm.model
     real = sum(len(r) for r in rows)
     if should_compile(lm.device, _SCORED.get(model, 0)) and _compiled_layers(model) is not None:

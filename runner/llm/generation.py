@@ -26,6 +26,7 @@ import functools
 import inspect
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ from runner.llm.loader import LoadedModel
 from runner.llm.prompts import row_seed
 
 __all__ = ["ENGINE_ENV", "Generation", "SamplingParams", "StopChecker", "engine_for", "eos_ids",
-           "forward_params", "generate"]
+           "forward_params", "generate", "on_device"]
 
 ENGINE_ENV = "RUNNER_GENERATION"  # "simple" | "static" | "auto" (default): see engine_for
 
@@ -219,6 +220,13 @@ def engine_for(lm: LoadedModel, engine: str = "auto") -> str:
     return engine
 
 
+def on_device(device: torch.device) -> AbstractContextManager[Any]:
+    """Make `device` CUDA's current device inside the block. CUDA graphs are captured on the
+    current device's streams and Triton launches on the current device, whatever device the
+    tensors are on: a model on cuda:1 must run with cuda:1 current."""
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+
+
 def generate(
     lm: LoadedModel,
     token_ids: list[list[int]],
@@ -246,7 +254,8 @@ def generate(
     while todo:
         places = todo.pop(0)
         try:
-            chunk = chunk_fn(lm, [token_ids[i] for i in places], places, params, seed)
+            with on_device(lm.device):
+                chunk = chunk_fn(lm, [token_ids[i] for i in places], places, params, seed)
         except Exception as exc:
             if not _is_oom(exc) or len(places) == 1:
                 raise

@@ -126,3 +126,16 @@ def test_cuda_kernel_build_failure_falls_back_to_the_torch_paths(bf16, monkeypat
     assert not triton_support.available(bf16.device)
     fastgen.clear_runners()
     assert fell_back == generate(bf16, ids, SAMPLED, 5)  # kernels still off: the torch paths
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_cuda_model_on_the_second_gpu_generates_what_the_first_does(tiny_model, fresh_loader):
+    """Graphs and Triton kernels run on the model's device, not the current one (cuda:0)."""
+    first = loader.load_model({"path": str(tiny_model), "device": "cuda:0", "dtype": "bfloat16"})
+    ids = first.encode(PROMPTS)
+    on_first = generate(first, ids, SAMPLED, 3)
+    fastgen.clear_runners()
+    loader.clear_models()
+    second = loader.load_model({"path": str(tiny_model), "device": "cuda:1", "dtype": "bfloat16"})
+    assert torch.cuda.current_device() == 0
+    assert generate(second, ids, SAMPLED, 3) == on_first
