@@ -15,12 +15,13 @@ left alone, as hooks would be skipped), and the family module's `apply_rotary_po
 replacement takes the model's own path for inputs it does not handle (CPU, float32, odd
 layouts).
 
-Numerics: each kernel computes in float32 and rounds its output to the model dtype once,
-where the eager ops round after every product and sum. So the rotary embedding is the
-correctly rounded rotation (eager's can be a step or more off where its two products nearly
-cancel), and RMSNorm (squares summed in another order) and the SiLU product (Triton's
-exponential and division) differ from eager by at most one rounding step, in a few percent
-of elements. Used for bf16/fp16 on CUDA only: float32 models keep the model's own ops, which
+Numerics: the kernels compute in float32. RMSNorm and the SiLU product round to the model
+dtype where eager does (the normalised value, then its product with the weight; the
+activation, then its product with `up`); they differ from eager by at most one rounding step,
+in a few percent of elements, because the squares are summed in another order and Triton's
+exponential and division are not torch's. The rotary kernel rounds once, where eager rounds
+each product and the sum, so it gives the correctly rounded rotation (eager's can be a step
+or more off where its two products nearly cancel). Used for bf16/fp16 on CUDA only: float32 models keep the model's own ops, which
 the greedy checks against `model.generate` rely on.
 """
 
