@@ -112,6 +112,13 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3, help="timed calls of ours after the first")
     ap.add_argument("--append-results", action="store_true")
     args = ap.parse_args()
+    variants = [tuple((v.split("/") + ["triton", "fused"])[:3]) for v in args.variants.split(",")]
+    for v in variants:  # a misspelt part would silently time another variant
+        if (v[0] not in ("bisect", "bisect-eager", "topk") or v[1] not in ("triton", "sdpa")
+                or v[2] not in ("fused", "compiled", "eager")):
+            ap.error(f"--variants: {'/'.join(v)!r} is not NUCLEUS/ATTENTION[/PARTS] with NUCLEUS "
+                     "bisect, bisect-eager or topk, ATTENTION triton or sdpa, PARTS fused, "
+                     "compiled or eager")
     batches = [int(b) for b in (args.batches or ("1,4,8" if args.tiny else "1,64,256")).split(",")]
     plen = args.prompt_len or (32 if args.tiny else 256)
     new = args.new_tokens or (16 if args.tiny else 128)
@@ -126,8 +133,7 @@ def main() -> None:
         rows = prompts(b, plen, vocab, b)
         time_generate(lm, rows[:1], dataclasses.replace(sp, max_new_tokens=2))  # warm-up
         base = b * new / time_generate(lm, rows, sp)
-        for variant in args.variants.split(","):
-            nucleus, attention, parts = (variant.split("/") + ["triton", "fused"])[:3]
+        for nucleus, attention, parts in variants:
             first, t, info = time_ours(lm, rows, sp, args.reps, nucleus, attention, parts)
             ours = b * new / t
             step = t / new
