@@ -36,7 +36,7 @@ import structlog
 import torch
 
 from runner.llm import compiled_parts, triton_parts, triton_sampling, triton_support
-from runner.llm.generation import Generation, SamplingParams, eos_ids
+from runner.llm.generation import Generation, SamplingParams, eos_ids, on_device
 from runner.llm.loader import LoadedModel
 from runner.llm.prompts import row_seed
 from runner.llm.rowstops import RowStops
@@ -125,8 +125,10 @@ def generate_static(
     while True:
         kernels = triton_support.available(lm.device)
         try:
-            out = _generate(lm, rows, places, p, seed, graphs, block, candidates, nucleus, log,
-                            compiled)
+            # Graphs are captured, and Triton launches, on the current device: the model's.
+            with on_device(lm.device):
+                out = _generate(lm, rows, places, p, seed, graphs, block, candidates, nucleus,
+                                log, compiled)
             break
         except Exception as exc:
             if isinstance(exc, torch.cuda.OutOfMemoryError) or not (compiled or kernels):

@@ -254,8 +254,7 @@ def generate(
     while todo:
         places = todo.pop(0)
         try:
-            with on_device(lm.device):
-                chunk = chunk_fn(lm, [token_ids[i] for i in places], places, params, seed)
+            chunk = chunk_fn(lm, [token_ids[i] for i in places], places, params, seed)
         except Exception as exc:
             if not _is_oom(exc) or len(places) == 1:
                 raise

@@ -29,19 +29,19 @@ import torch.nn.functional as F
 from runner.llm import triton_attention
 from runner.llm.generation import forward_params
 
-__all__ = ["ATTENTION_NAME", "StaticKV", "decode_mask", "model_step", "prefill_mask",
+__all__ = ["ATTENTION_NAME", "FAMILIES", "StaticKV", "decode_mask", "model_step", "prefill_mask",
            "static_attention", "supported"]
 
 ATTENTION_NAME = "runner_static_sdpa"
 # Decoder-only families whose every layer is full attention over a plain KV cache and whose
 # logits are `lm_head(norm(h))`: what this cache and mask reproduce exactly.
-_FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}
+FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}
 
 
 def supported(model: Any) -> bool:
     """True when the fast loop reproduces this model's forward exactly."""
     config = getattr(model, "config", None)
-    if config is None or getattr(config, "model_type", None) not in _FAMILIES:
+    if config is None or getattr(config, "model_type", None) not in FAMILIES:
         return False
     layer_types = getattr(config, "layer_types", None) or ["full_attention"]
     if any(t != "full_attention" for t in layer_types):

@@ -21,8 +21,8 @@ activation, then its product with `up`); they differ from eager by at most one r
 in a few percent of elements, because the squares are summed in another order and Triton's
 exponential and division are not torch's. The rotary kernel rounds once, where eager rounds
 each product and the sum, so it gives the correctly rounded rotation (eager's can be a step
-or more off where its two products nearly cancel). Used for bf16/fp16 on CUDA only: float32 models keep the model's own ops, which
-the greedy checks against `model.generate` rely on.
+or more off where its two products nearly cancel). Used for bf16/fp16 on CUDA only: float32
+models keep the model's own ops, which the greedy checks against `model.generate` rely on.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import torch
 
 from runner.llm import triton_support
 from runner.llm.compiled_parts import family_module, installed
+from runner.llm.static_kv import FAMILIES
 
 try:  # as in triton_sampling: the kernels' source needs `tl` as a global
     import triton.language as tl
@@ -44,8 +45,8 @@ except ImportError:  # pragma: no cover
 __all__ = ["ENABLED", "rms_norm", "rotary", "silu_mul", "switched_on", "usable"]
 
 ENABLED = True  # False: `usable` says no, so callers keep the model's own ops (benchmarks)
-_FAMILIES = ("Llama", "Mistral", "Qwen2", "Qwen3")  # class-name prefixes of their modules
-_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+# Class-name prefixes of the modules of `static_kv.FAMILIES` (the model types taken).
+_FAMILIES = ("Llama", "Mistral", "Qwen2", "Qwen3")
 _HALF = (torch.bfloat16, torch.float16)
 _MAX_NORM_WIDTH = 16384  # one program holds a whole row
 _BLOCK = 1024  # elements a program of the SiLU product takes
@@ -152,7 +153,7 @@ def usable(model: Any, device: torch.device, dtype: torch.dtype) -> bool:
     """True where the kernels apply: a half-precision model of a known family on a device where
     the kernels run (`triton_support.available`)."""
     return (ENABLED and tl is not None and dtype in _HALF
-            and getattr(getattr(model, "config", None), "model_type", None) in _MODEL_TYPES
+            and getattr(getattr(model, "config", None), "model_type", None) in FAMILIES
             and triton_support.available(device))
 
 
