@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner.llm.loader import LoadedModel  # noqa: E402
+from runner.llm.loading.loader import LoadedModel  # noqa: E402
 
 __all__ = ["HBM_BYTES_PER_S", "IdTokenizer", "append_results", "build", "device_name",
            "print_table", "sync"]

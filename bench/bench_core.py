@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner.decisions import DecisionRequest, to_record
-from runner.engine import RunEngine
-from runner.logs import configure_logging
+from runner.console.logs import configure_logging
+from runner.engine.driver import RunEngine
+from runner.review.decisions import DecisionRequest, to_record
 from runner.spec import load_spec
 from runner.store.batches import BatchStore
 from runner.store.journal import utc_now
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--append-results", action="store_true")
     args = parser.parse_args()
-    configure_logging(console=open("/dev/null", "w"))  # noqa: SIM115 - quiet for timing
+    configure_logging(console=open("/dev/null", "w"))
     with tempfile.TemporaryDirectory(dir=ROOT / "state") as tmp:
         state_dir = Path(tmp)
         run_id, transitions = drive_iterations(state_dir, args.iterations)

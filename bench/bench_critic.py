@@ -27,12 +27,13 @@ import os
 import random
 import time
 
-from _llm import append_results, build, print_table, sync
 import torch
+from _llm import append_results, build, print_table, sync
 
-from runner.llm import critic, critic_forward
-from runner.llm import triton_parts
-from runner.llm.critic_forward import COMPILE_ENV
+from runner.llm.critic import forward as critic_forward
+from runner.llm.critic import scoring as critic
+from runner.llm.critic.forward import COMPILE_ENV
+from runner.llm.decoding import triton_parts
 
 MATMUL_TFLOPS = 790.0  # a large bf16 matrix product on the H100 (MEASURED.md, KINDS.md)
 
@@ -49,7 +50,7 @@ def run(lm, rows, labels, bucketed: bool, batch_rows: int, max_tokens: int,
     os.environ[COMPILE_ENV] = compile_mode
     triton_parts.ENABLED = kernels
     runs = []
-    for timed in (False, True):
+    for _timed in (False, True):  # the first pass warms up
         stats: dict[str, float] = {"forwards": 0, "real_tokens": 0, "padded_tokens": 0}
         scores = []
         sync(lm)

@@ -5,7 +5,7 @@ prompts (256 random tokens) and settings (128 new tokens, no EOS, sampling at te
 0.7, top_p 0.9, repetition penalty 1.15), at batch 1, 64 and 256:
 
 * tokens/s of `model.generate` (dynamic cache, the baseline of shared/device/MEASURED.md)
-  and of `runner.llm.generation.generate(engine="static")`, and their ratio;
+  and of `runner.llm.decoding.generation.generate(engine="static")`, and their ratio;
 * our milliseconds per step (the whole call over the new tokens, prefill included) and the
   fraction of the memory-bandwidth bound: weights bytes / 3.0e12 B/s / step time;
 * the first call's seconds (it captures the step graphs, and compiles for `compiled`) and the
@@ -33,13 +33,13 @@ import os
 import statistics
 import time
 
+import greedy_agreement
 import torch
+from _llm import HBM_BYTES_PER_S, append_results, build, print_table, sync
 from structlog.testing import capture_logs
 
-import greedy_agreement
-from _llm import HBM_BYTES_PER_S, append_results, build, print_table, sync
-from runner.llm import fastgen, triton_attention, triton_parts, triton_sampling
-from runner.llm.generation import SamplingParams, generate
+from runner.llm.decoding import fastgen, triton_attention, triton_parts, triton_sampling
+from runner.llm.decoding.generation import SamplingParams, generate
 
 
 def prompts(batch: int, length: int, vocab: int, seed: int) -> list[list[int]]:

@@ -9,7 +9,7 @@ the plain loop at the same batch). One process, one random-initialised Llama (de
                  right-padded to the longest one; loss through `model(..., labels=...)`
                  (full-vocabulary logits); gradient checkpointing per `--plain-gc` (default
                  off, as in the baseline of ../shared/device/MEASURED.md).
-  ours-unpacked  the phase's loop (`runner.llm.sft_train.SftTrainer`): chunked loss, no packing.
+  ours-unpacked  the phase's loop (`runner.llm.sft.train.SftTrainer`): chunked loss, no packing.
   ours           the same with packing (rows of up to `--seq` tokens), the phase's default.
   A `:gc=F` suffix (`ours:gc=0.5`) checkpoints that fraction of the decoder layers (the
   phase's `with.gradient_checkpointing`); without one, `--gc` (default 1, the phase's CUDA
@@ -46,9 +46,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner.llm.sft_data import IGNORE, DataPosition, DataStream, Example  # noqa: E402
-from runner.llm.sft_model import LoraSettings, load_for_training, trainable_parameters  # noqa: E402
-from runner.llm.sft_train import SftTrainer, TrainConfig  # noqa: E402
+from runner.llm.sft.data import IGNORE, DataPosition, DataStream, Example  # noqa: E402
+from runner.llm.sft.model import LoraSettings, load_for_training, trainable_parameters  # noqa: E402
+from runner.llm.sft.train import SftTrainer, TrainConfig  # noqa: E402
 
 TINY = {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate": 128,
         "vocab": 1000, "batch": 4, "seq": 128, "steps": 3, "warmup": 1, "min_len": 16,

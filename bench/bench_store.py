@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runner.store.atomic import dumps_json  # noqa: E402
-from runner.store.batches import BatchStore  # noqa: E402
-from runner.store.run_folder import RunFolder  # noqa: E402
+from runner.store.atomic import dumps_json
+from runner.store.batches import BatchStore
+from runner.store.run_folder import RunFolder
 
 
 def realistic_state() -> dict[str, object]:

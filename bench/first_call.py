@@ -21,11 +21,11 @@ import time
 
 import structlog
 import torch
-
 from _llm import build, sync
-from runner.llm import triton_support
-from runner.llm.critic_forward import next_token_logits
-from runner.llm.generation import SamplingParams, generate
+
+from runner.llm.critic.forward import next_token_logits
+from runner.llm.decoding import triton_support
+from runner.llm.decoding.generation import SamplingParams, generate
 
 
 def timed(lm, fn) -> float:
@@ -51,7 +51,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     rows = torch.randint(1, vocab, (64, 200), generator=g).tolist()
     sp = SamplingParams(temperature=0.8, top_p=0.95, repetition_penalty=1.1, max_new_tokens=64)
-    gen = [timed(lm, lambda: generate(lm, rows[:16], sp, seed=s)) for s in (0, 1)]
+    gen = [timed(lm, lambda s=s: generate(lm, rows[:16], sp, seed=s)) for s in (0, 1)]
     critic = [timed(lm, lambda: next_token_logits(lm, rows)) for _ in (0, 1)]
     cache = os.environ.get("TRITON_CACHE_DIR", "~/.triton/cache")
     files = sum(len(f) for _, _, f in os.walk(os.path.expanduser(cache))) if cache else 0

@@ -27,9 +27,9 @@ import dataclasses
 from collections.abc import Callable
 
 import torch
-
 from _llm import build
-from runner.llm.generation import SamplingParams, generate
+
+from runner.llm.decoding.generation import SamplingParams, generate
 
 __all__ = ["agreement", "report"]
 

@@ -1,10 +1,10 @@
 """The Triton kernels of the decode step against torch, on batch-256 shapes (GPU only).
 
-* nucleus draw (`runner/llm/triton_sampling.py`) on (256, 128,256) float32 logits, T=0.7,
+* nucleus draw (`runner/llm/decoding/triton_sampling.py`) on (256, 128,256) float32 logits, T=0.7,
   top_p=0.9: the torch `bisect` search eager, the torch `sort` variant, and the Triton kernels
   at a few chunk/ways/block settings, plain and replayed in a CUDA graph, each with the number
   of rows whose token equals the torch search's;
-* decode attention (`runner/llm/triton_attention.py`) for 256 rows, 32 query and 8 KV heads of
+* decode attention (`runner/llm/decoding/triton_attention.py`) for 256 rows, 32 query and 8 KV heads of
   128, a 384-slot cache with 384 or 320 slots live: SDPA (GQA heads folded) against the Triton
   kernel at a few block sizes, with the achieved read rate of the live K and V.
 
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runner.llm import triton_attention as ta  # noqa: E402
-from runner.llm import triton_sampling as ts  # noqa: E402
-from runner.llm.sampling import Sampler, row_keys  # noqa: E402
+from runner.llm.decoding import triton_attention as ta
+from runner.llm.decoding import triton_sampling as ts
+from runner.llm.decoding.sampling import Sampler, row_keys
 
 
 def bench(fn, n: int = 50) -> float:
@@ -74,14 +74,14 @@ def attention(batch: int = 256, heads: int = 32, kv_heads: int = 8, length: int 
         mask = torch.where(allowed, 0.0, torch.finfo(torch.bfloat16).min).to(torch.bfloat16)
         mask = mask.expand(batch, length)[:, None, None, :].contiguous()
         folded = q.reshape(batch, kv_heads, heads // kv_heads, dim)
-        sdpa = bench(lambda: F.scaled_dot_product_attention(folded, k, v, attn_mask=mask))
+        sdpa = bench(lambda q=folded, k=k, v=v, m=mask: F.scaled_dot_product_attention(q, k, v, attn_mask=m))
         ours = ta.decode_attention(q, k, v, mask, dim**-0.5)
         ref = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask)
         err = (ours.float() - ref.reshape(batch, heads, 1, dim).transpose(1, 2).float()).abs().max()
         gigabytes = batch * kv_heads * live * dim * 2 * 2 / 1e9
         for block in (64, 128):
             ta._BLOCK_N = block
-            ms = bench(lambda: ta.decode_attention(q, k, v, mask, dim**-0.5))
+            ms = bench(lambda q=q, k=k, v=v, m=mask: ta.decode_attention(q, k, v, m, dim**-0.5))
             print(f"attention, {live}/{length} slots live ({gigabytes * 1e3:.0f} MB of K and V): "
                   f"SDPA {sdpa:.3f} ms, triton BLOCK_N={block} {ms:.3f} ms "
                   f"({gigabytes / ms:.2f} TB/s), max |difference| {err:.3g}")

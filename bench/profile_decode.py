@@ -17,11 +17,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _llm import build, sync  # noqa: E402
-from bench_generation import prompts  # noqa: E402
+from _llm import build, sync
+from bench_generation import prompts
 
-from runner.llm import fastgen, triton_parts  # noqa: E402
-from runner.llm.generation import SamplingParams, generate  # noqa: E402
+from runner.llm.decoding import (
+    fastgen,
+    triton_parts,
+)
+from runner.llm.decoding.generation import SamplingParams, generate
 
 
 def main() -> None:

@@ -6,7 +6,7 @@
 Everything comes from the word lists and templates below and one `random.Random(SEED)`; no
 `set` is iterated and no data is downloaded, so two runs write identical bytes. Each item is
 `{"id", "instruction", "checker", "args"}`; `checker` names a function of
-`runner.llm.verifiable` and `args` its parameters. The items are spread evenly over the
+`runner.llm.evaluation.verifiable` and `args` its parameters. The items are spread evenly over the
 checkers and listed round-robin (checker 1, 2, ..., 12, 1, 2, ...), so any prefix (the
 phase's `limit:`) is balanced too.
 
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-from runner.llm.verifiable import CHECKERS, check, validate_args  # noqa: E402
+from runner.llm.evaluation.verifiable import CHECKERS, check, validate_args
 
 __all__ = ["FEWSHOT", "MAKERS", "PER_CHECKER", "SEED", "build_items", "main", "render"]
 

@@ -5,7 +5,7 @@
 Deterministic on CPU: fixed seeds, 2 torch threads, deterministic algorithms, one data order,
 fixed step count (never a time budget), so two builds give the same bytes. About 4 minutes on
 2 idle cores. The corpus comes from `tiny_corpus.py` in the exact format of
-`runner.llm.templates`; the script ends with a self-check of the saved model and exits non-zero
+`runner.llm.text.templates`; the script ends with a self-check of the saved model and exits non-zero
 if it is unusable.
 """
 
@@ -20,28 +20,38 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 # spinning made each step ~6x slower. Scheduling only; the numbers are unchanged.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import random  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-import torch  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
-from tokenizers import processors, trainers  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
-from transformers import PreTrainedTokenizerFast  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tiny_corpus as tc  # noqa: E402
+import tiny_corpus as tc
 
 __all__ = [
-    "build_tokenizer", "pack", "build_model", "train", "save_tokenizer", "self_check", "main",
+    "build_model",
+    "build_tokenizer",
+    "main",
+    "pack",
+    "save_tokenizer",
+    "self_check",
+    "train",
 ]
 
 SEED = 1234
@@ -243,7 +253,7 @@ exists so tests and demos of `runner` can run the Stage-1 LLM phases on CPU in s
 
 It was trained from scratch for {steps} steps on a procedurally generated corpus
 (`scripts/tiny_corpus.py`, no downloaded data) written in exactly the completion format of
-`runner/llm/templates.py`: instruction lists, instruction/response pairs closed by `### End`,
+`runner/llm/text/templates.py`: instruction lists, instruction/response pairs closed by `### End`,
 and critic examples labelled ` A` (good) / ` B` (garbled or mismatched); ` A` and ` B` are single
 tokens. It knows nothing else: its outputs are only meaningful for that format.
 

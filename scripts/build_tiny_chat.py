@@ -19,21 +19,21 @@ import os
 os.environ.setdefault("RAYON_NUM_THREADS", "2")  # before tokenizers/torch start their pools
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see build_tiny_base.py
 
-import argparse  # noqa: E402
-import random  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import build_tiny_base as base  # noqa: E402
-import tiny_corpus as tc  # noqa: E402
+import build_tiny_base as base
+import tiny_corpus as tc
 
-__all__ = ["CHAT_TOKENS", "CHAT_TEMPLATE", "chat_text", "main"]
+__all__ = ["CHAT_TEMPLATE", "CHAT_TOKENS", "chat_text", "main"]
 
 CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
 # ChatML, as Qwen-style chat models ship it.

@@ -1,6 +1,6 @@
 """Procedural corpus for the tiny base-model fixture (no downloaded data).
 
-Every document is written in exactly the completion format of `runner.llm.templates`
+Every document is written in exactly the completion format of `runner.llm.text.templates`
 (`DEFAULT_TEMPLATES` is imported, never copied), so the fixture model learns the very prompts
 that the Stage-1 phases build. All randomness flows through one `random.Random` passed in, and
 nothing iterates a `set`, so the corpus is identical for a given seed whatever PYTHONHASHSEED.
@@ -14,11 +14,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-from runner.llm.templates import DEFAULT_TEMPLATES as T  # noqa: E402
+from runner.llm.text.templates import DEFAULT_TEMPLATES as T
 
 __all__ = [
-    "T", "Pair", "make_pair", "garble", "bad_response", "qa_body", "instruction_prompt",
-    "response_prompt", "critic_prompt", "make_corpus", "fewshot_sets",
+    "Pair",
+    "T",
+    "bad_response",
+    "critic_prompt",
+    "fewshot_sets",
+    "garble",
+    "instruction_prompt",
+    "make_corpus",
+    "make_pair",
+    "qa_body",
+    "response_prompt",
 ]
 
 Pair = tuple[str, str]  # (instruction, response)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_pilot import ROOT, build_model  # noqa: E402
+from run_pilot import ROOT, build_model
 
 SPEC = ROOT / "bench" / "gpu" / "sft_eval_1b.yaml"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from tiny_corpus import make_pair  # noqa: E402
+from tiny_corpus import make_pair
 
 
 def pairs(ctx) -> dict:

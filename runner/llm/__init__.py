@@ -1,1 +1,1 @@
-"""Stage-1 built-in phases on base models: loader, prompts, cleaning, generation, critic, QC."""
+"""Built-in LLM phases and the model code under them (see docs/ARCHITECTURE.md)."""

@@ -9,7 +9,6 @@ from pydantic import Field, TypeAdapter
 from runner.machine.state import CheckOutcome, DecisionRecord, FrozenModel
 
 
-
 class RunStarted(FrozenModel):
     kind: Literal["run_started"] = "run_started"
     run_id: str

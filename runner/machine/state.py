@@ -8,7 +8,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-
 class RunStatus(StrEnum):
     """The run's machine status (`interrupted` is computed by `status`, not stored)."""
 

@@ -30,7 +30,6 @@ from runner.machine.state import (
     RunStatus,
 )
 
-
 _R = RunStatus
 _P = PhaseStatus
 

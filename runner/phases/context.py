@@ -129,7 +129,7 @@ class PhaseContext:
     def progress(self, total: int, desc: str) -> Any:
         """A console progress bar (items/s, ETA); never written to the JSON log."""
         try:
-            from runner.llm.progress import Progress  # noqa: PLC0415 - optional UI
+            from runner.console.progress import Progress  # noqa: PLC0415 - optional UI
         except ImportError:
             return _NullProgress()
         return Progress(total=total, desc=desc)

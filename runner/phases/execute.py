@@ -54,7 +54,7 @@ def _named_in(exc: BaseException, names: tuple[str, ...]) -> bool:
 
 def _run_python(job: PhaseJob) -> dict[str, float]:
     if job.sharding is not None:
-        from runner.shards import execute_shards, shard_job  # noqa: PLC0415 - sharded phases only
+        from runner.phases.shards import execute_shards, shard_job  # noqa: PLC0415 - sharded phases only
 
         work = shard_job(job.ctx, job.uses or "", int(job.sharding["count"]))
         metrics, used_cuda = execute_shards(work, job.sharding, job.ctx.log)

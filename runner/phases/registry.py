@@ -20,13 +20,13 @@ __all__ = ["BUILTIN_PHASES", "UsesError", "resolve_uses", "source_file_of", "tar
 PhaseFunction = Callable[[Any], Any]
 
 BUILTIN_PHASES: dict[str, str] = {
-    "generate_instructions": "runner.llm.phases:generate_instructions",
-    "generate_responses": "runner.llm.phases:generate_responses",
-    "critic_filter": "runner.llm.phases:critic_filter",
-    "qc": "runner.llm.phases:qc",
-    "evaluate": "runner.llm.evaluate:evaluate",
-    "merge": "runner.llm.merge:merge",
-    "sft": "runner.llm.sft:sft",
+    "generate_instructions": "runner.llm.stage1.phases:generate_instructions",
+    "generate_responses": "runner.llm.stage1.phases:generate_responses",
+    "critic_filter": "runner.llm.stage1.phases:critic_filter",
+    "qc": "runner.llm.stage1.phases:qc",
+    "evaluate": "runner.llm.evaluation.phase:evaluate",
+    "merge": "runner.llm.stage1.merge:merge",
+    "sft": "runner.llm.sft.phase:sft",
 }
 
 

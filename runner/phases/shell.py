@@ -81,7 +81,7 @@ def run_shell_phase(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_CRASH_")}
     full_env.update(env)
     with open(output_dir / "stdout.log", "wb") as out, open(output_dir / "stderr.log", "wb") as err:
-        proc = subprocess.Popen(  # noqa: S603 - running the user's command is the point
+        proc = subprocess.Popen(
             ["bash", "-c", command], cwd=cwd, env=full_env, stdout=out, stderr=err,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )

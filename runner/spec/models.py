@@ -16,7 +16,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -175,7 +175,7 @@ def _entry_kind(value: Any) -> str:
 
 
 Entry = Annotated[
-    Union[Annotated[PhaseSpec, Tag(PHASE_TAG)], Annotated[GateSpec, Tag(GATE_TAG)]],
+    Annotated[PhaseSpec, Tag(PHASE_TAG)] | Annotated[GateSpec, Tag(GATE_TAG)],
     Discriminator(_entry_kind),
 ]
 

@@ -1,6 +1,6 @@
 """All disk I/O of a run folder: atomic files, the journal, the lock, batches, decisions.
 
-Nothing here knows the state machine's rules; see docs/DESIGN.md for the folder layout.
+Nothing here knows the state machine's rules; see docs/ARCHITECTURE.md for the folder layout.
 """
 
 from .atomic import create_exclusive, fsync_dir, write_atomic, write_json_atomic
@@ -18,8 +18,8 @@ __all__ = [
     "RunFolder",
     "RunLock",
     "Takeover",
-    "create_exclusive",
     "crash_point",
+    "create_exclusive",
     "derive_seed",
     "fsync_dir",
     "holder_alive",

@@ -22,6 +22,7 @@ from .failpoints import crash_point
 
 __all__ = [
     "TEMP_SUFFIX",
+    "canonical_json",
     "create_exclusive",
     "dumps_json",
     "fsync_dir",
@@ -123,6 +124,11 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, durable: bool = T
     crash_point("atomic.after_rename")
     if durable:
         fsync_dir(folder)
+
+
+def canonical_json(value: Any) -> bytes:
+    """One byte string per value: sorted keys, no spaces, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
 def dumps_json(obj: Any) -> bytes:

@@ -23,7 +23,7 @@ from typing import Any
 from .atomic import fsync_dir, is_temp_name, makedirs_durable, write_atomic
 from .failpoints import crash_point
 
-__all__ = ["BatchStore", "derive_seed", "encode_records"]
+__all__ = ["BatchStore", "derive_seed", "encode_records", "row_seed"]
 
 _BATCH_NAME = re.compile(r"^(\d{6,})\.jsonl$")
 _SEED_BITS = 63  # fits a signed 64-bit int (numpy, torch, C) and Python's random alike
@@ -44,6 +44,12 @@ def derive_seed(run_seed: int, *parts: str | int) -> int:
     payload = json.dumps([run_seed, *parts], ensure_ascii=True, separators=(",", ":"))
     digest = hashlib.sha256(payload.encode("ascii")).digest()
     return int.from_bytes(digest[:8], "big") >> (64 - _SEED_BITS)
+
+
+def row_seed(seed: int, row: int, salt: str = "") -> int:
+    """A 63-bit seed for one row of a batch, stable across processes and platforms."""
+    digest = hashlib.sha256(f"{seed}:{row}:{salt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def encode_records(records: list[dict[str, Any]]) -> bytes:

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ _KEYS = frozenset({"seq", "at", "event", "prev", "hash"})
 
 def utc_now() -> str:
     """The current UTC time as ISO 8601 with microseconds and a `Z`."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _canonical(obj: Any) -> str:

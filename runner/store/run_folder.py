@@ -1,6 +1,6 @@
 """The run folder `STATE_DIR/RUN_ID/`: its paths, creation, snapshot and decision files.
 
-This module is the one place that knows the layout of docs/DESIGN.md, so no other module
+This module is the one place that knows the layout of docs/ARCHITECTURE.md, so no other module
 builds a path inside a run folder by hand. It knows nothing of the state machine's rules: a
 decision is an opaque dict here, stored in a file that only one writer can create.
 """
@@ -12,7 +12,7 @@ import os
 import re
 import secrets
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ def _check_iteration(iteration: int) -> int:
 
 def new_run_id(name: str) -> str:
     """A fresh run id: `<name>-<UTC yyyymmdd-HHMMSS>-<4 random hex>`."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return check_run_id(f"{name}-{stamp}-{secrets.token_hex(2)}")
 
 
@@ -73,7 +73,7 @@ def list_runs(state_dir: str | os.PathLike[str]) -> list[str]:
 
 
 class RunFolder:
-    """Paths and small files of one run folder; see docs/DESIGN.md for the layout."""
+    """Paths and small files of one run folder; see docs/ARCHITECTURE.md for the layout."""
 
     def __init__(self, state_dir: str | os.PathLike[str], run_id: str) -> None:
         self.state_dir = Path(state_dir)

@@ -21,8 +21,9 @@ torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).parent))
 
 from localctx import LocalRun  # noqa: E402
-from runner.llm import loader  # noqa: E402
 from tiny import build_tiny_model  # noqa: E402
+
+from runner.llm.loading import loader  # noqa: E402
 
 
 @pytest.fixture(scope="session")

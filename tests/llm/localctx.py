@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from runner.llm.progress import Progress
+from runner.console.progress import Progress
 
 __all__ = ["Interrupted", "LocalBatch", "LocalContext", "LocalRun"]
 

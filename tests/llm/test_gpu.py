@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from runner.llm import critic, loader
-from runner.llm.generation import SamplingParams, generate
-from runner.llm.phases import generate_instructions
+from runner.llm.critic import scoring as critic
+from runner.llm.decoding.generation import SamplingParams, generate
+from runner.llm.loading import loader
+from runner.llm.stage1.phases import generate_instructions
 
 pytestmark = [
     pytest.mark.gpu,

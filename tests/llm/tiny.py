@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.llm.templates import DEFAULT_TEMPLATES as T
+from runner.llm.text.templates import DEFAULT_TEMPLATES as T
 
 __all__ = ["CHAT_TEMPLATE", "build_tiny_model"]
 

@@ -19,13 +19,13 @@ def test_parse_signed_number() -> None:
 
 def test_parse_refuses_unknown_operator() -> None:
     """A check with `=<` raises ValueError naming the expected form."""
-    with pytest.raises(ValueError, match="PHASE.METRIC OP NUMBER"):
+    with pytest.raises(ValueError, match=r"PHASE\.METRIC OP NUMBER"):
         parse_check("qc.rate =< 1")
 
 
 def test_parse_refuses_dotted_metric() -> None:
     """METRIC is one identifier: `qc.a.b` does not parse."""
-    with pytest.raises(ValueError, match="PHASE.METRIC OP NUMBER"):
+    with pytest.raises(ValueError, match=r"PHASE\.METRIC OP NUMBER"):
         parse_check("qc.a.b < 1")
 
 

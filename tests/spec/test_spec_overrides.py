@@ -76,5 +76,5 @@ def test_load_spec_applies_overrides(write: Callable[..., Path], valid: str) -> 
 def test_load_spec_reports_set_with_file_problems(problems: Callable[..., list[SpecProblem]], valid: str) -> None:
     """A bad `--set` and a bad spec line are reported together, `--set` first."""
     found = problems(valid.replace("version: 1", "version: 9"), ["respons.temperature=1"])
-    assert [(p.file, p.path) for p in found][0] == ("--set", "respons.temperature")
+    assert next((p.file, p.path) for p in found) == ("--set", "respons.temperature")
     assert found[1].path == "version"

@@ -175,5 +175,5 @@ def test_folder_without_config_is_not_a_model(tmp_path):
     (tmp_path / "empty").mkdir()
     spec = tmp_path / "m.yaml"
     spec.write_text("version: 1\nname: m\nmodel: {path: empty}\nphases:\n  - name: a\n    run: 'true'\n")
-    with pytest.raises(SpecError, match="without config.json"):
+    with pytest.raises(SpecError, match=r"without config\.json"):
         load_spec(str(spec))

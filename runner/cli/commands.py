@@ -1,0 +1,229 @@
+"""The commands behind `runner`: each takes parsed arguments and returns an exit code.
+
+Commands that start or continue work (`run`, `resume`) hold the run's lock through a
+`RunEngine`; the others only read (through `runview`) or, for `decide`, create one decision
+file exclusively. Output meant for scripts goes to stdout (`--json`); log lines go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from runner.engine.runview import RunView, open_view, plan_of
+from runner.errors import EXIT_AT_GATE, EXIT_OK, Refused, UsageError
+from runner.machine import GateStep, RunStatus
+from runner.spec import ResolvedSpec, load_spec
+from runner.store.journal import Journal
+from runner.store.run_folder import RunFolder, list_runs
+
+__all__ = ["cmd_decide", "cmd_gate", "cmd_log", "cmd_plan", "cmd_resume", "cmd_run", "cmd_status", "cmd_validate"]
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+def cmd_validate(args: argparse.Namespace, state_dir: Path) -> int:
+    """Parse and check a spec; every problem is reported at once (by `SpecError`)."""
+    spec = load_spec(args.spec, args.sets)
+    if args.json:
+        _print_json({"valid": True, "spec": args.spec, "name": spec.spec.name, "sha256": spec.sha256,
+                     "phases": [s.name for s in plan_of(spec).steps]})
+    else:
+        print(f"{args.spec}: valid ({len(plan_of(spec).steps)} steps, spec sha256 {spec.sha256[:12]})")
+    return EXIT_OK
+
+
+def _describe_spec(spec: ResolvedSpec) -> None:
+    print(f"run spec '{spec.spec.name}' (seed {spec.spec.seed}, sha256 {spec.sha256[:12]})")
+    if spec.overrides:
+        print("overrides: " + ", ".join(f"{k}={v!r}" for k, v in spec.overrides.items()))
+    for i, step in enumerate(plan_of(spec).steps, 1):
+        if isinstance(step, GateStep):
+            print(f"{i:>3}. gate {step.name}: iterate_from={step.iterate_from}"
+                  f" may_set={list(step.may_set) if step.may_set is not None else 'all'}"
+                  f" max_iterations={step.max_iterations or 'unlimited'}")
+            for check in step.checks:
+                print(f"       check {check}")
+            continue
+        phase = spec.phase(step.name)
+        kind = f"uses {phase.uses}" if phase.uses else f"run: {spec.resolved_run(step.name, spec.params)}"
+        print(f"{i:>3}. phase {step.name}: {kind}")
+        model = spec.resolved_model(step.name, spec.params)
+        if model is not None and phase.uses is not None:
+            print(f"       model = {model['path']} (dtype {model['dtype']}, device {model['device']})")
+        for key, value in spec.resolved_with(step.name, spec.params).items():
+            print(f"       {key} = {json.dumps(value, default=str)}")
+
+
+def cmd_plan(args: argparse.Namespace, state_dir: Path) -> int:
+    """Without running anything: the spec's steps, or what `resume` of a run would do."""
+    if args.run_id and args.spec:
+        raise UsageError("runner plan: give either SPEC or --run RUN_ID, not both")
+    if args.run_id:
+        if args.sets:
+            raise UsageError("runner plan --run: --set applies to a new run's spec, not to an existing run")
+        from runner.engine.plan_run import describe_resume  # noqa: PLC0415
+
+        print(describe_resume(open_view(state_dir, args.run_id)))
+        return EXIT_OK
+    if not args.spec:
+        raise UsageError("runner plan: give a SPEC file or --run RUN_ID")
+    _describe_spec(load_spec(args.spec, args.sets, check_models=False))
+    return EXIT_OK
+
+
+def _drive(engine: Any, wait: bool) -> int:
+    try:
+        code = engine.drive(wait)
+    except KeyboardInterrupt:
+        if engine.state is not None and engine.state.status == RunStatus.AWAITING_DECISION:
+            engine.log.info("wait_interrupted", gate=engine.state.pending_gate)
+            return EXIT_AT_GATE
+        raise
+    finally:
+        engine.close()
+    return code
+
+
+def cmd_run(args: argparse.Namespace, state_dir: Path) -> int:
+    """Validate the spec, then start a new run and drive it to a gate or the end."""
+    from runner.engine.driver import RunEngine  # noqa: PLC0415
+
+    spec = load_spec(args.spec, args.sets)  # every problem reported before anything is written
+    engine = RunEngine.start(spec, state_dir, args.run_id)
+    print(f"run {engine.folder.run_id} in {engine.folder.root}", flush=True)
+    return _drive(engine, args.wait)
+
+
+def cmd_resume(args: argparse.Namespace, state_dir: Path) -> int:
+    """Continue a run; a completed, aborted or undecided one exits at once with its code."""
+    from runner.engine.driver import RunEngine  # noqa: PLC0415
+
+    folder = RunFolder(state_dir, args.run_id)
+    if folder.exists() and not Journal(folder.events).read(repair=False).records:
+        # Its `run` died before journalling the start: `open` finishes the start.
+        engine = RunEngine.open(state_dir, args.run_id)
+        return _drive(engine, args.wait)
+    view = open_view(state_dir, args.run_id)
+    finished = {RunStatus.COMPLETED: EXIT_OK, RunStatus.ABORTED: 5}
+    # `journalled`: an ABORT recorded by `decide` but not yet journalled is journalled below.
+    if view.journalled.status in finished:
+        print(f"run {args.run_id} is already {view.journalled.status}")
+        return finished[view.journalled.status]
+    if view.state.status == RunStatus.AWAITING_DECISION and not args.wait:
+        print(f"run {args.run_id} awaits a decision at gate '{view.state.pending_gate}': "
+              f"runner gate {args.run_id}; runner decide {args.run_id} --gate {view.state.pending_gate} ...")
+        return EXIT_AT_GATE
+    engine = RunEngine.open(state_dir, args.run_id)
+    engine.recover()
+    return _drive(engine, args.wait)
+
+
+def status_json(view: RunView) -> dict[str, Any]:
+    """The contract's `status --json` object, plus provenance and budget figures."""
+    state = view.state
+    budget = view.spec.spec.budget
+    gpu_s = view.gpu_seconds()
+    rate = budget.gpu_hour_usd if budget is not None else None
+    return {
+        "run_id": state.run_id,
+        "name": state.name,
+        "status": view.status,
+        "iteration": state.iteration,
+        "pending_gate": state.pending_gate if state.status in (RunStatus.AWAITING_DECISION, RunStatus.READY) else None,
+        "params": state.params,
+        "phases": [p.model_dump(mode="json") for p in state.phases],
+        "decisions": [d.model_dump(mode="json") for d in state.decisions],
+        "failure": state.failure,
+        "gpu_seconds": round(gpu_s, 3),
+        "cost_usd": round(gpu_s / 3600 * rate, 4) if rate else None,
+        "max_usd": budget.max_usd if budget is not None else None,
+        "run_dir": str(view.folder.root),
+    }
+
+
+def cmd_status(args: argparse.Namespace, state_dir: Path) -> int:
+    """One run in detail, or every run of the state dir one line each."""
+    if args.run_id is None:
+        rows = []
+        for run_id in list_runs(state_dir):
+            try:
+                view = open_view(state_dir, run_id)
+            except Exception as exc:
+                rows.append({"run_id": run_id, "status": "unreadable", "error": str(exc)})
+                continue
+            rows.append({"run_id": run_id, "name": view.state.name, "status": view.status,
+                         "iteration": view.state.iteration, "pending_gate": view.state.pending_gate})
+        if args.json:
+            _print_json(rows)
+        for r in [] if args.json else rows:
+            gate = f" gate={r['pending_gate']}" if r.get("pending_gate") else ""
+            print(f"{r['run_id']}  {r['status']}  iteration={r.get('iteration', '-')}{gate}")
+        return EXIT_OK
+    data = status_json(open_view(state_dir, args.run_id))
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    print(f"run {data['run_id']} ({data['name']}): {data['status']}, iteration {data['iteration']}"
+          + (f", gate '{data['pending_gate']}' pending" if data["pending_gate"] else ""))
+    if data["failure"]:
+        print(f"failure: {data['failure']}")
+    for p in data["phases"]:
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in p["metrics"].items())
+        reused = f" (from iteration {p['reused_from']})" if p["reused_from"] else ""
+        print(f"  {p['name']:<24} i{p['iteration']:<3} {p['status']:<9}{reused} {p['wall_s']:.2f}s {metrics}")
+    for d in data["decisions"]:
+        print(f"  decision {d['gate']} i{d['iteration']}: {d['decision']} by {d['reviewer']}: {d['reason']}"
+              + (f" set {d['set']}" if d["set"] else ""))
+    cost = f", ${data['cost_usd']:.2f}" if data["cost_usd"] is not None else ""
+    print(f"GPU-seconds: {data['gpu_seconds']:.1f}{cost}")
+    return EXIT_OK
+
+
+def cmd_gate(args: argparse.Namespace, state_dir: Path) -> int:
+    """Print the pending gate's review packet (Markdown, or JSON with --json)."""
+    view = open_view(state_dir, args.run_id)
+    state = view.state
+    if state.pending_gate is None or state.status not in (RunStatus.AWAITING_DECISION, RunStatus.READY):
+        raise Refused(f"run '{args.run_id}' has no pending gate (status: {view.status})")
+    gate_dir = view.folder.gate_dir(state.pending_gate, state.iteration)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in sorted(gate_dir.iterdir()):
+            shutil.copyfile(f, out / f.name)
+    if args.json:
+        print((gate_dir / "packet.json").read_text(encoding="utf-8"), end="")
+    else:
+        print((gate_dir / "packet.md").read_text(encoding="utf-8"), end="")
+    return EXIT_OK
+
+
+def cmd_log(args: argparse.Namespace, state_dir: Path) -> int:
+    """The transition journal, oldest first."""
+    view = open_view(state_dir, args.run_id)
+    records = Journal(view.folder.events).read(repair=False).records
+    for r in records:
+        if args.json:
+            print(json.dumps(r, ensure_ascii=False))
+            continue
+        ev = dict(r["event"])
+        kind = ev.pop("kind")
+        ev.pop("at", None)
+        detail = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in ev.items() if v not in (None, {}, []))
+        print(f"{r['seq']:>5}  {r['at']}  {kind:<18} {detail}")
+    return EXIT_OK
+
+
+def cmd_decide(args: argparse.Namespace, state_dir: Path) -> int:
+    """Record a gate decision (see `runner.cli.decide`)."""
+    from runner.cli.decide import record_decision  # noqa: PLC0415
+
+    return record_decision(args, state_dir)
+
+

@@ -1,0 +1,1 @@
+"""The driver of a run: planning, fingerprints and reuse, the run view, the manifest."""

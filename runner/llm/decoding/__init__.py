@@ -1,0 +1,1 @@
+"""Batched, seeded generation: the simple loop, the static-cache engine, sampling, Triton kernels."""

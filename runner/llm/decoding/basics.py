@@ -1,0 +1,92 @@
+"""What every decoding loop shares: sampling settings, a row's result, stops, EOS, devices.
+
+Kept below `generation`, `fastgen`, `static_kv` and `rowstops` so that those import it and
+never each other in a circle.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from runner.llm.loading.loader import LoadedModel
+
+__all__ = ["Generation", "SamplingParams", "StopChecker", "eos_ids", "forward_params", "on_device"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample; `temperature == 0` means greedy."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 128
+    stop_strings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, recorded in every record's provenance."""
+        d = asdict(self)
+        d["stop_strings"] = list(self.stop_strings)
+        return d
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One row's continuation. `tokens` counts generated tokens, EOS excluded."""
+
+    text: str
+    tokens: int
+    hit_token_limit: bool
+    stopped_by: str  # "eos" | "stop_string" | "max_new_tokens"
+    token_ids: tuple[int, ...]
+
+
+class StopChecker:
+    """Finds a stop string at the end of a growing token list by decoding only its tail.
+
+    Every token is at least one byte, so the last `longest stop string in bytes + 1` tokens
+    hold any stop string completed by the newest token.
+    """
+
+    def __init__(self, tokenizer: Any, stop_strings: tuple[str, ...]) -> None:
+        self.tokenizer = tokenizer
+        self.stops = tuple(s for s in stop_strings if s)
+        self.window = max((len(s.encode()) for s in self.stops), default=0) + 1
+
+    def hit(self, ids: list[int]) -> bool:
+        """True when the decoded tail of `ids` contains a stop string."""
+        if not self.stops or not ids:
+            return False
+        tail = self.tokenizer.decode(ids[-self.window :], skip_special_tokens=False)
+        return any(s in tail for s in self.stops)
+
+
+def eos_ids(lm: LoadedModel) -> set[int]:
+    """The token ids that end a row: the tokenizer's EOS and the generation config's."""
+    ids: set[int] = set()
+    if lm.tokenizer.eos_token_id is not None:
+        ids.add(int(lm.tokenizer.eos_token_id))
+    conf = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
+    for x in conf if isinstance(conf, list) else [conf]:
+        if x is not None:
+            ids.add(int(x))
+    return ids
+
+
+@functools.cache
+def forward_params(model_class: type) -> frozenset[str]:
+    """The keyword names a model class's forward takes (looked up once per class)."""
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
+def on_device(device: torch.device) -> AbstractContextManager[Any]:
+    """Make `device` CUDA's current device inside the block. CUDA graphs are captured on the
+    current device's streams and Triton launches on the current device, whatever device the
+    tensors are on: a model on cuda:1 must run with cuda:1 current."""
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()

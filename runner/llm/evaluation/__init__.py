@@ -1,0 +1,1 @@
+"""Base vs tuned evaluation: verifiable items, their checkers, McNemar's exact test."""

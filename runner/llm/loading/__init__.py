@@ -1,0 +1,1 @@
+"""Loading a base model cleanly: memoised from_pretrained, device and dtype, contamination checks."""

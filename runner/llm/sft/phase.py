@@ -1,0 +1,258 @@
+"""The `sft` built-in phase: LoRA fine-tuning (QLoRA on CUDA) on an earlier phase's pairs.
+
+Reads the records of `with.source` that have an `instruction` and a `response` and whose
+`keep` is not false, formats them with `sft_format` (the loss covers the response, the end tag
+and EOS only), tokenises and packs them (`sft_data`), and trains LoRA adapters with a chunked
+loss (`sft_loss`) through `sft_train`. Every `checkpoint_every` optimizer steps (and after the
+last) it writes an atomic checkpoint (`sft_checkpoint`); on start it resumes from the newest
+one, so a killed phase ends with the same adapter, bit for bit on CPU, as an uninterrupted one.
+The base model is `model:` of the spec (path relative to the spec's folder); its `dtype` is
+not used: 4-bit NF4 with bf16 compute on CUDA, float32 on CPU (with a `sft_cpu_fallback` warning).
+
+**`with:`** `source` (default: the latest earlier phase of pair-critic or response records),
+`templates` (prompt-format overrides), `lora` {`r` 16, `alpha` 32, `dropout` 0.05,
+`target_modules` "all-linear" or a list}, `learning_rate` 2e-4, `schedule` cosine | linear |
+constant, `warmup_steps` 0, `steps` or `epochs` (not both; default 1 epoch), `batch_size` 8
+(rows per micro-batch), `grad_accum` 1, `max_seq_len` 512, `packing` true, `checkpoint_every`
+10, `keep_checkpoints` 2, `loss_chunk` 1024, `seed` (default `ctx.seed`),
+`gradient_checkpointing` (true, false, or the fraction of decoder layers checkpointed;
+default true with CUDA, false on CPU), `weight_decay` 0.0,
+`max_grad_norm` 1.0 (0: no clipping), `log_every` 5.
+
+Output: `output_dir/adapter/` (peft `save_pretrained`), one record through `ctx.batches`
+(`adapter_dir`, `steps`, `final_loss`, `templates`, `lora`, `base_model`, `source`), the loss
+curve as `sft_step` log lines, and metrics `final_loss` (mean response-token loss of the last
+step), `tokens_per_s` (real tokens per training second), `steps`, `peak_memory_gb`,
+`train_tokens`, `examples`, `skipped`, `truncated`, `resumed_from_step`.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import resource
+import secrets
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from runner.errors import PhaseError
+from runner.llm.builtin import Params, default_source, model_spec
+from runner.llm.loading.loader import load_tokenizer, resolve_device
+from runner.llm.sft.checkpoint import (
+    Checkpoint,
+    capture_rng,
+    clean_leftovers,
+    complete_checkpoints,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from runner.llm.sft.data import DataStream, tokenize_pairs
+from runner.llm.sft.model import LoraSettings, load_for_training
+from runner.llm.sft.train import SCHEDULES, SftTrainer, TrainConfig
+from runner.llm.text.prompts import templates_from
+from runner.llm.text.sft_format import sft_example
+from runner.store.atomic import fsync_dir
+
+__all__ = ["SFT_KEYS", "sft"]
+
+SFT_KEYS = {
+    "source", "templates", "lora", "learning_rate", "schedule", "warmup_steps", "steps",
+    "epochs", "batch_size", "grad_accum", "max_seq_len", "packing", "checkpoint_every",
+    "keep_checkpoints", "loss_chunk", "seed", "gradient_checkpointing", "weight_decay",
+    "max_grad_norm", "log_every",
+}
+_LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
+
+
+def _lora(p: Params) -> LoraSettings:
+    raw = p.get("lora", {})
+    if not isinstance(raw, dict):
+        raise PhaseError(p.phase, f"with.lora must be a mapping, got {raw!r}")
+    # The same checks (unknown keys with a hint, ranges) on the nested mapping.
+    sub = Params(SimpleNamespace(phase=p.phase, params=raw), _LORA_KEYS)
+    targets = sub.get("target_modules", "all-linear")
+    if isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets):
+        targets = tuple(targets)
+    elif not isinstance(targets, str):
+        raise PhaseError(p.phase, "with.lora.target_modules must be 'all-linear' or a list "
+                         f"of module names, got {targets!r}")
+    return LoraSettings(r=sub.integer("r", 16, 1), alpha=sub.number("alpha", 32.0, 0.0),
+                        dropout=sub.number("dropout", 0.05, 0.0, 1.0), target_modules=targets)
+
+
+def _flag(p: Params, key: str, default: bool) -> bool:
+    value = p.get(key, default)
+    if not isinstance(value, bool):
+        raise PhaseError(p.phase, f"with.{key} must be true or false, got {value!r}")
+    return value
+
+
+def _checkpointing(p: Params, default: float) -> float:
+    """with.gradient_checkpointing: true (every layer), false, or the fraction of layers."""
+    value = p.get("gradient_checkpointing", default)
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float)) and 0 <= value <= 1:
+        return float(value)
+    raise PhaseError(p.phase, "with.gradient_checkpointing must be true, false or a fraction "
+                     f"of the layers in [0, 1], got {value!r}")
+
+
+def _pairs(ctx: Any, p: Params, templates: Any) -> tuple[str, list[tuple[str, str]]]:
+    stages = ("pair_critic", "responses", "merged")
+    source = str(p.get("source") or default_source(ctx, stages, ctx.phase))
+    records = [r for r in ctx.input(source)
+               if r.get("instruction") and r.get("response") and r.get("keep", True) is not False]
+    if not records:
+        raise PhaseError(ctx.phase, f"source '{source}' has no kept records with an "
+                         "instruction and a response")
+    return source, [sft_example(str(r["instruction"]), str(r["response"]), templates)
+                    for r in records]
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB
+
+
+def _save_adapter(model: Any, out: Path) -> Path:
+    """`save_pretrained` into a temporary folder, fsync, then rename to `out` (atomic)."""
+    for leftover in out.parent.glob(f".tmp-{out.name}-*"):  # from a save that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp = out.parent / f".tmp-{out.name}-{secrets.token_hex(4)}"
+    model.save_pretrained(str(tmp))
+    for f in tmp.iterdir():
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(tmp)
+    old = out.parent / f".tmp-{out.name}-old-{secrets.token_hex(4)}"
+    if out.exists():  # a resumed phase saves the same adapter again: swap, then delete
+        os.rename(out, old)
+    os.rename(tmp, out)
+    fsync_dir(out.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return out.resolve()
+
+
+def _usable_checkpoint(ctx: Any, root: Path) -> Checkpoint | None:
+    """The newest checkpoint that loads and verifies; a damaged one is logged and skipped."""
+    for path in complete_checkpoints(root):
+        try:
+            return load_checkpoint(path)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            ctx.log.warning("sft_checkpoint_unusable", path=str(path), error=str(exc))
+    return None
+
+
+def _train(ctx: Any, trainer: SftTrainer, ckpt_root: Path, every: int, keep: int,
+           log_every: int) -> None:
+    """Optimizer steps to the end: the loss curve in the log, a checkpoint every `every`."""
+    window_tokens, window_s = 0, 0.0
+    while not trainer.done:
+        stats = trainer.train_step()
+        window_tokens += stats.real_tokens
+        window_s += stats.seconds
+        if stats.step % log_every == 0 or stats.step == 1 or trainer.done:
+            ctx.log.info("sft_step", step=stats.step, loss=round(stats.loss, 6),
+                         lr=stats.lr, tokens_per_s=round(window_tokens / max(window_s, 1e-9), 1))
+            window_tokens, window_s = 0, 0.0
+        if stats.step % every == 0 or trainer.done:  # the last step too: resume finds it done
+            adapter, opt, sched = trainer.checkpoint_parts()
+            save_checkpoint(ckpt_root, stats.step, adapter, opt, sched, capture_rng(),
+                            trainer.state(), keep=keep)
+
+
+def sft(ctx: Any) -> dict[str, float]:
+    """Train LoRA adapters on the source's pairs; resume from the newest checkpoint."""
+    p = Params(ctx, SFT_KEYS)
+    lora = _lora(p)
+    templates = templates_from(p.get("templates"), ctx.phase)
+    if p.get("steps") is not None and p.get("epochs") is not None:
+        raise PhaseError(ctx.phase, "give with.steps or with.epochs, not both")
+    schedule = str(p.get("schedule", "cosine"))
+    if schedule not in SCHEDULES:
+        raise PhaseError(ctx.phase, f"with.schedule must be one of {', '.join(SCHEDULES)}")
+    seed = p.integer("seed", int(ctx.seed), 0)
+    batch_size, grad_accum = p.integer("batch_size", 8, 1), p.integer("grad_accum", 1, 1)
+    max_seq_len, packing = p.integer("max_seq_len", 512, 8), _flag(p, "packing", True)
+    every, keep = p.integer("checkpoint_every", 10, 1), p.integer("keep_checkpoints", 2, 1)
+    log_every = p.integer("log_every", 5, 1)
+
+    spec = model_spec(ctx, p)
+    device = resolve_device(spec.get("device"), ctx.phase)
+    source, pairs = _pairs(ctx, p, templates)
+    tok = load_tokenizer(spec, ctx.phase)
+    examples, skipped, truncated = tokenize_pairs(tok, pairs, max_seq_len)
+    if not examples:
+        raise PhaseError(ctx.phase, f"every example's prompt is >= max_seq_len {max_seq_len}")
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    stream = DataStream(examples, seed, batch_size, max_seq_len, packing, pad_id)
+    total_micro: int | None = None
+    if p.get("steps") is not None:
+        total_steps = p.integer("steps", None, 1)
+    else:
+        epochs = p.integer("epochs", 1, 1)
+        total_micro = sum(stream.micro_batches_in_epoch(e) for e in range(epochs))
+        total_steps = math.ceil(total_micro / grad_accum)
+    cfg = TrainConfig(
+        learning_rate=p.number("learning_rate", 2e-4, 0.0), schedule=schedule,
+        warmup_steps=p.integer("warmup_steps", 0, 0), total_steps=total_steps,
+        total_micro_batches=total_micro, grad_accum=grad_accum,
+        loss_chunk=p.integer("loss_chunk", 1024, 1),
+        weight_decay=p.number("weight_decay", 0.0, 0.0),
+        max_grad_norm=p.number("max_grad_norm", 1.0, 0.0),
+    )
+    if device.type == "cuda":
+        ctx.mark_cuda()
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        why = "model.device is cpu" if spec.get("device") == "cpu" else "CUDA is not available"
+        ctx.log.warning("sft_cpu_fallback", reason=why, detail="training the same LoRA on a "
+                        "float32 model: no 4-bit quantisation, no bf16 compute")
+    checkpointing = _checkpointing(p, 1.0 if device.type == "cuda" else 0.0)
+    model = load_for_training(str(spec["path"]), device, lora, seed, checkpointing, ctx.phase)
+    trainer = SftTrainer(model, stream, cfg, device)
+
+    ckpt_root = Path(ctx.output_dir) / "checkpoints"
+    removed = clean_leftovers(ckpt_root)
+    resumed_from = 0
+    ck = _usable_checkpoint(ctx, ckpt_root)
+    if ck is not None:
+        trainer.restore(ck.adapter, ck.optimizer, ck.scheduler, ck.state)
+        restore_rng(ck.rng)  # last: nothing may draw between here and the next step
+        resumed_from = trainer.step
+    ctx.log.info("sft_started", source=source, examples=len(examples), skipped=skipped,
+                 truncated=truncated, total_steps=total_steps, device=str(device),
+                 packing=packing, gradient_checkpointing=checkpointing,
+                 resumed_from_step=resumed_from, removed_leftovers=removed)
+
+    _train(ctx, trainer, ckpt_root, every, keep, log_every)
+
+    adapter_dir = _save_adapter(model, Path(ctx.output_dir) / "adapter")
+    final_loss = trainer.progress.losses[-1]
+    record = {"stage": "sft", "adapter_dir": str(adapter_dir), "steps": trainer.step,
+              "final_loss": final_loss, "base_model": str(spec["path"]), "source": source,
+              "templates": templates.model_dump(mode="json"), "lora": lora.as_dict()}
+    for batch in ctx.batches([record], size=1):
+        batch.write(batch.items)
+    peak = _peak_memory_gb(device)
+    tokens_per_s, train_tokens = trainer.tokens_per_s(), trainer.progress.train_tokens
+    del trainer, model  # give the GPU memory back to later phases of this process
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {
+        "final_loss": final_loss, "steps": record["steps"], "tokens_per_s": tokens_per_s,
+        "train_tokens": train_tokens, "peak_memory_gb": peak, "examples": len(examples),
+        "skipped": skipped, "truncated": truncated, "resumed_from_step": resumed_from,
+    }

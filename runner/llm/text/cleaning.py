@@ -1,0 +1,188 @@
+"""Cut generations, classify them, parse and deduplicate instructions.
+
+These definitions ARE the QC metric definitions (`qc.py` only counts them).
+
+**Cut.** `raw` is the decoded continuation (EOS and padding never included). The cut is at
+the earliest occurrence in `raw` of any of the templates' `stop_strings` (`\\n\\n###`,
+`### End`, `\\n###`); the *kept text* is `raw` before it, stripped of surrounding whitespace.
+With no stop string in `raw`, the kept text is all of `raw`, stripped.
+
+**Classes.** Each output gets exactly one class, tested in this order:
+
+1. `runaway` - the model ran on into another example: the kept text contains a template tag
+   (`### Instruction:`, `### Response:`, `### Answer:`, `### End`, i.e. any tag stripped of
+   whitespace), or a line of it starts with a tag's bare name (`Instruction:`, `Response:`,
+   `Answer:`), or - for an *instruction* - it contains a blank line (`\\n` + optional spaces
+   + `\\n`), which in the instruction format starts a second example.
+2. `token_limit` - generation stopped at `max_new_tokens` (`stopped_by == "max_new_tokens"`)
+   and `raw` holds no stop string: the output never ended. (A runaway that also hit the limit
+   counts as runaway: running on is why it got that long.)
+3. `leakage` - a delimiter fragment is left in the kept text: it contains a fragment (the
+   leading run of non-alphanumeric, non-space characters of each tag, `###`, when at least
+   two long; and each stop string stripped of whitespace), or its last whitespace-separated
+   word is a proper, non-alphanumeric prefix of one (`#`, `##`; `C#` is a word, not a cut).
+4. `clean` - none of the above.
+
+**Parsing.** An instruction is the kept text with each line's trailing spaces removed, or
+None when that is empty; for a runaway, its first paragraph (before a blank line or tag), kept
+for review only. A response is the kept text. A record is *kept* (`keep: true`) when it is
+`clean` and its parsed text is not empty.
+
+**Deduplication** (`select_instructions`). Over the kept instruction records, in record
+order, the first of each group of equal instructions is taken: equal exactly, or equal after
+`normalise` (Unicode NFKC, case-fold, every punctuation character removed, whitespace runs
+collapsed to one space, stripped). At most `limit` are taken.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from runner.llm.text.templates import Templates
+
+__all__ = [
+    "CLASSES",
+    "Cleaned",
+    "OutputClass",
+    "classify",
+    "cut",
+    "delimiter_fragments",
+    "normalise",
+    "parse_instruction",
+    "select_instructions",
+]
+
+OutputClass = Literal["clean", "runaway", "token_limit", "leakage"]
+CLASSES: tuple[OutputClass, ...] = ("clean", "runaway", "token_limit", "leakage")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    """One classified output: its kept text, class, and the stop string it was cut at."""
+
+    text: str
+    cls: OutputClass
+    stop: str | None
+
+
+def cut(raw: str, t: Templates) -> tuple[str, str | None]:
+    """`raw` before the earliest stop string (stripped), and that stop string (or None)."""
+    best: tuple[int, str] | None = None
+    for stop in t.stop_strings:
+        at = raw.find(stop) if stop else -1
+        if at >= 0 and (best is None or at < best[0]):
+            best = (at, stop)
+    if best is None:
+        return raw.strip(), None
+    return raw[: best[0]].strip(), best[1]
+
+
+def _tags(t: Templates) -> list[str]:
+    return [x.strip() for x in (t.instruction_tag, t.response_tag, t.answer_tag, t.end_tag)]
+
+
+def _bare_tag_re(t: Templates) -> re.Pattern[str] | None:
+    names = []
+    for tag in (t.instruction_tag, t.response_tag, t.answer_tag):
+        bare = tag.strip().lstrip("#").strip()
+        if bare.endswith(":") and len(bare) > 1:
+            names.append(re.escape(bare))
+    return re.compile(rf"^[ \t]*(?:{'|'.join(names)})", re.MULTILINE) if names else None
+
+
+def delimiter_fragments(t: Templates) -> list[str]:
+    """The delimiter fragments whose presence in kept text is leakage (e.g. `###`)."""
+    frags: set[str] = set()
+    for tag in _tags(t):
+        m = re.match(r"[^\w\s]+", tag)
+        if m and len(m.group(0)) >= 2:
+            frags.add(m.group(0))
+    frags.update(s.strip() for s in t.stop_strings if s.strip())
+    return sorted(frags, key=lambda f: (len(f), f))
+
+
+def _is_runaway(text: str, t: Templates, kind: str) -> bool:
+    if any(tag and tag in text for tag in _tags(t)):
+        return True
+    bare = _bare_tag_re(t)
+    if bare is not None and bare.search(text):
+        return True
+    return kind == "instruction" and bool(_BLANK_LINE.search(text))
+
+
+def _has_leakage(text: str, t: Templates) -> bool:
+    frags = delimiter_fragments(t)
+    if any(f in text for f in frags):
+        return True
+    # A truncated delimiter as the last word ("... done. ##"); "C#" is a word, not a cut.
+    words = text.split()
+    last = words[-1] if words else ""
+    return any(
+        last == f[:n] and not any(ch.isalnum() for ch in last)
+        for f in frags
+        for n in range(1, len(f))
+    )
+
+
+def classify(raw: str, stopped_by: str, t: Templates, kind: str) -> Cleaned:
+    """Cut `raw` and give it exactly one class; `kind` is `instruction` or `response`."""
+    text, stop = cut(raw, t)
+    if _is_runaway(text, t, kind):
+        return Cleaned(text, "runaway", stop)
+    if stopped_by == "max_new_tokens" and stop is None:
+        return Cleaned(text, "token_limit", stop)
+    if _has_leakage(text, t):
+        return Cleaned(text, "leakage", stop)
+    return Cleaned(text, "clean", stop)
+
+
+def parse_instruction(cleaned: Cleaned, t: Templates) -> str | None:
+    """The instruction in a classified output (first paragraph of a runaway), or None."""
+    text = cleaned.text
+    if cleaned.cls == "runaway":
+        text = _BLANK_LINE.split(text, maxsplit=1)[0]
+        for tag in _tags(t):
+            if tag:
+                text = text.split(tag, 1)[0]
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    parsed = "\n".join(lines).strip()
+    return parsed or None
+
+
+def normalise(text: str) -> str:
+    """NFKC, case-folded, punctuation removed, whitespace collapsed: the dedup key."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("P"))
+    return " ".join(text.split())
+
+
+def select_instructions(
+    records: Iterable[dict[str, Any]], limit: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """Kept instruction records, exact and normalised duplicates removed, at most `limit`.
+
+    Returns (selected, duplicates dropped). Records without `keep: true` or an `instruction`
+    are skipped and not counted as duplicates.
+    """
+    seen_exact: set[str] = set()
+    seen_norm: set[str] = set()
+    selected: list[dict[str, Any]] = []
+    dups = 0
+    for rec in records:
+        ins = rec.get("instruction")
+        if not rec.get("keep") or not ins:
+            continue
+        key = normalise(ins)
+        if ins in seen_exact or key in seen_norm:
+            dups += 1
+            continue
+        seen_exact.add(ins)
+        seen_norm.add(key)
+        if limit is None or len(selected) < limit:
+            selected.append(rec)
+    return selected, dups

@@ -1,0 +1,1 @@
+"""Gates and decisions: check evaluation, the review packet, pure refusals of a decision."""

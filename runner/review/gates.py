@@ -1,0 +1,146 @@
+"""Gates: evaluate checks and write the review packet (JSON + Markdown).
+
+The packet is what a reviewer, a person or an LLM agent, decides on: each check with its value
+and pass/fail; every metric of this iteration beside every earlier iteration's; the parameter
+diff against the previous iteration; sample records from the phase before the gate; and the
+review material (`review.md` plus what it links) that phase wrote, if any. `packet_sha256`
+hashes the packet's JSON without that field, so `decide --packet` can pin what was reviewed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from runner.machine import CheckOutcome, RunState
+from runner.spec import parse_check
+from runner.store.atomic import canonical_json, write_atomic, write_json_atomic
+
+__all__ = ["SAMPLE_COUNT", "build_packet", "evaluate_checks", "flatten", "render_markdown", "write_packet"]
+
+SAMPLE_COUNT = 5
+
+
+def evaluate_checks(state: RunState, checks: list[str]) -> list[CheckOutcome]:
+    """Each check against the latest (run or reused) instance of its phase; missing fails."""
+    outcomes = []
+    for expr in checks:
+        check = parse_check(expr)
+        inst = state.latest_instance(check.phase)
+        metrics = {check.phase: inst.metrics if inst is not None else {}}
+        value = check.metric_of(metrics)
+        passed = check.evaluate(metrics)
+        outcomes.append(CheckOutcome(expr=expr, value=value, passed=bool(passed)))
+    return outcomes
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Leaf values by dotted path (`response.temperature`)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _param_diff(before: dict[str, Any] | None, after: dict[str, Any]) -> list[dict[str, Any]]:
+    if before is None:
+        return []
+    old, new = flatten(before), flatten(after)
+    return [
+        {"path": p, "before": old.get(p), "after": new.get(p)}
+        for p in sorted(set(old) | set(new))
+        if old.get(p) != new.get(p)
+    ]
+
+
+def _metrics_by_iteration(state: RunState) -> dict[str, dict[str, dict[str, float]]]:
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for inst in state.phases:
+        if inst.status in ("succeeded", "reused"):
+            table.setdefault(inst.name, {})[str(inst.iteration)] = dict(inst.metrics)
+    return table
+
+
+def build_packet(
+    state: RunState,
+    gate: str,
+    checks: list[CheckOutcome],
+    previous_params: dict[str, Any] | None,
+    samples_phase: str | None,
+    samples: list[dict[str, Any]],
+    review_md: str | None,
+) -> dict[str, Any]:
+    """The packet as a JSON-able dict, `packet_sha256` included."""
+    packet: dict[str, Any] = {
+        "run_id": state.run_id,
+        "gate": gate,
+        "iteration": state.iteration,
+        "checks": [c.model_dump(mode="json") for c in checks],
+        "all_passed": all(c.passed for c in checks),
+        "metrics": _metrics_by_iteration(state),
+        "params": state.params,
+        "param_diff": _param_diff(previous_params, state.params),
+        "samples": {"phase": samples_phase, "records": samples[:SAMPLE_COUNT]},
+        "review": review_md,
+    }
+    packet["packet_sha256"] = hashlib.sha256(canonical_json(packet)).hexdigest()
+    return packet
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "missing"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_markdown(packet: dict[str, Any]) -> str:
+    """The packet for a person: checks, metrics by iteration, parameter diff, samples."""
+    lines = [f"# Gate `{packet['gate']}`, iteration {packet['iteration']} (run `{packet['run_id']}`)", ""]
+    verdict = "all checks pass" if packet["all_passed"] else "some checks FAIL"
+    lines += [f"**{verdict}** · packet_sha256 `{packet['packet_sha256']}`", "", "## Checks", ""]
+    lines += ["| check | value | result |", "|---|---|---|"]
+    for c in packet["checks"]:
+        lines.append(f"| `{c['expr']}` | {_fmt(c['value'])} | {'pass' if c['passed'] else 'FAIL'} |")
+    lines += ["", "## Metrics by iteration", ""]
+    for phase, by_iter in packet["metrics"].items():
+        iters = sorted(by_iter, key=int)
+        names = sorted({m for it in iters for m in by_iter[it]})
+        if not names:
+            continue
+        lines += [f"### {phase}", "", "| metric | " + " | ".join(f"iter {i}" for i in iters) + " |"]
+        lines.append("|---|" + "---|" * len(iters))
+        for m in names:
+            lines.append(f"| {m} | " + " | ".join(_fmt(by_iter[i].get(m)) for i in iters) + " |")
+        lines.append("")
+    lines += ["## Parameter changes since the previous iteration", ""]
+    if packet["param_diff"]:
+        lines += ["| parameter | before | after |", "|---|---|---|"]
+        lines += [f"| `{d['path']}` | {_fmt(d['before'])} | {_fmt(d['after'])} |" for d in packet["param_diff"]]
+    else:
+        lines.append("none (first iteration, or no parameter changed)")
+    samples = packet["samples"]
+    lines += ["", f"## Sample records from `{samples['phase']}`", ""]
+    for rec in samples["records"]:
+        lines += ["```json", json.dumps(rec, ensure_ascii=False, indent=1)[:2000], "```"]
+    if packet.get("review"):
+        lines += ["", "## Review material from the phase before the gate", "", packet["review"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_packet(gate_dir: Path, packet: dict[str, Any], review_assets: Path | None) -> None:
+    """Write packet.json and packet.md; copy the PNGs the phase's review.md links."""
+    gate_dir.mkdir(parents=True, exist_ok=True)
+    if review_assets is not None and review_assets.is_dir():
+        for png in sorted(review_assets.glob("*.png")):
+            shutil.copyfile(png, gate_dir / png.name)
+    write_json_atomic(gate_dir / "packet.json", packet)
+    write_atomic(gate_dir / "packet.md", render_markdown(packet).encode())

@@ -1,0 +1,41 @@
+"""Loading the tiny base model for LoRA training (CPU path): checkpointing, seeded init."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sfthelpers import TINY_BASE
+
+from runner.llm.sft.model import LoraSettings, adapter_state, load_for_training
+
+CPU = torch.device("cpu")
+
+
+def _layers_checkpointed(fraction: float) -> list[bool]:
+    model = load_for_training(str(TINY_BASE), CPU, LoraSettings(), 0, fraction)
+    return [layer.gradient_checkpointing for layer in model.get_base_model().model.layers]
+
+
+@pytest.mark.parametrize(("fraction", "expected"), [
+    (0.5, [True, False, True, False]), (0.0, [False] * 4), (1.0, [True] * 4)])
+def test_checkpointing_fraction_marks_evenly_spaced_layers(fraction: float,
+                                                           expected: list[bool]) -> None:
+    """A fraction of the 4 decoder layers, evenly spaced, is checkpointed (0.5: layers 0, 2)."""
+    assert _layers_checkpointed(fraction) == expected
+
+
+def test_lora_initialisation_depends_on_the_seed_only() -> None:
+    """Two loads with one seed give equal LoRA tensors; another seed gives other ones."""
+    lora = LoraSettings(r=4)
+    a = adapter_state(load_for_training(str(TINY_BASE), CPU, lora, 11, 0.0))
+    b = adapter_state(load_for_training(str(TINY_BASE), CPU, lora, 11, 0.0))
+    c = adapter_state(load_for_training(str(TINY_BASE), CPU, lora, 12, 0.0))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if "lora_A" in k)
+
+
+def test_target_modules_list_limits_the_adapters() -> None:
+    """target_modules [q_proj, v_proj] puts LoRA on those projections only."""
+    lora = LoraSettings(target_modules=("q_proj", "v_proj"))
+    names = adapter_state(load_for_training(str(TINY_BASE), CPU, lora, 0, 0.0)).keys()
+    assert names and all(".q_proj." in n or ".v_proj." in n for n in names)
