@@ -32,13 +32,13 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     # SUPPRESS: a subcommand's option must not reset one given before the subcommand.
     common.add_argument("--state-dir", default=argparse.SUPPRESS,
                         help="where runs live (default: $RUNNER_STATE_DIR, else ./state)")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="debug log lines too")
-    sets = argparse.ArgumentParser(add_help=False)
+    sets = _Parser(add_help=False)
     sets.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                       help="override a parameter (dotted path under params; VALUE is YAML)")
 

@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 import structlog
 
@@ -22,7 +23,9 @@ __all__ = ["attach_run_log", "configure_logging", "detach_run_log", "get_logger"
 _run_log: IO[str] | None = None
 
 
-def _tee_json(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _tee_json(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Append the event to the run's log.jsonl (if attached) before console rendering."""
     if _run_log is not None:
         _run_log.write(json.dumps(event_dict, default=str, sort_keys=True) + "\n")
@@ -45,7 +48,7 @@ def configure_logging(verbose: bool = False, console: IO[str] | None = None) -> 
             structlog.dev.ConsoleRenderer(colors=colors, pad_event_to=0),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, stream)),
         cache_logger_on_first_use=False,
     )
 

@@ -300,7 +300,8 @@ class RunEngine:
             ctx=ctx, children=self.lock,
             sharding=phase.shards.model_dump(mode="json") if phase.shards is not None else None,
         )
-        log.info("phase_started", attempt=self.st.instance(name, self.st.iteration).attempts)
+        started = self.st.instance(name, self.st.iteration)
+        log.info("phase_started", attempt=started.attempts if started else 1)
         start = time.monotonic()
         try:
             outcome = execute_phase(job, on_retry=lambda n, e, w: log.warning(

@@ -8,6 +8,7 @@ since its latest instance (`with.temperature`, `inputs.generate_instructions`, .
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def describe_resume(view: RunView) -> str:
         if isinstance(step, GateStep):
             lines.append(f"  stop at gate {step.name} ({len(step.checks)} checks)")
             break
-        payload = phase_payload(spec, plan, sim, step.name, lambda n, sim=sim: _records_path(view, sim, n))
+        payload = phase_payload(spec, plan, sim, step.name, functools.partial(_records_path, view, sim))
         fp = fingerprint_of(payload)
         earlier = find_reusable(sim, step.name, fp)
         if earlier is not None:

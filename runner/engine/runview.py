@@ -25,7 +25,7 @@ from runner.machine import (
     apply,
     parse_event,
 )
-from runner.spec import ResolvedSpec
+from runner.spec import GateSpec, ResolvedSpec
 from runner.store.journal import Journal
 from runner.store.lock import holder_alive, read_holder
 from runner.store.run_folder import RunFolder
@@ -38,7 +38,7 @@ def plan_of(spec: ResolvedSpec) -> Plan:
     steps: list[PhaseStep | GateStep] = []
     first_phase = next(s.name for s in spec.spec.phases if hasattr(s, "name"))
     for entry in spec.spec.phases:
-        if hasattr(entry, "gate"):
+        if isinstance(entry, GateSpec):
             steps.append(GateStep(
                 name=entry.gate,
                 iterate_from=entry.iterate_from or first_phase,

@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.machine import DecisionRecord, Plan, RunState, RunStatus
+from runner.machine import DecisionKind, DecisionRecord, Plan, RunState, RunStatus
 
 __all__ = ["DECISIONS", "DecisionRequest", "refusals", "to_record"]
 
@@ -24,7 +24,7 @@ class DecisionRequest:
     """A decision as asked by `runner decide` (from options or a decision file)."""
 
     gate: str
-    decision: str
+    decision: DecisionKind
     reviewer: str
     reason: str
     set: dict[str, Any] = field(default_factory=dict)

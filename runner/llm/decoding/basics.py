@@ -6,7 +6,6 @@ never each other in a circle.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
@@ -79,10 +78,15 @@ def eos_ids(lm: LoadedModel) -> set[int]:
     return ids
 
 
-@functools.cache
-def forward_params(model_class: type) -> frozenset[str]:
+_FORWARD_PARAMS: dict[type[Any], frozenset[str]] = {}
+
+
+def forward_params(model_class: type[Any]) -> frozenset[str]:
     """The keyword names a model class's forward takes (looked up once per class)."""
-    return frozenset(inspect.signature(model_class.forward).parameters)
+    params = _FORWARD_PARAMS.get(model_class)
+    if params is None:
+        params = _FORWARD_PARAMS[model_class] = frozenset(inspect.signature(model_class.forward).parameters)
+    return params
 
 
 def on_device(device: torch.device) -> AbstractContextManager[Any]:

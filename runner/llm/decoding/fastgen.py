@@ -164,7 +164,7 @@ def _generate(lm: LoadedModel, rows: list[list[int]], places: list[int], p: Samp
     elif triton_parts.usable(lm.model, lm.device, lm.dtype):
         parts = triton_parts.switched_on(lm.model)
     else:
-        parts = nullcontext()
+        parts = nullcontext()  # type: ignore[assignment]  # any context manager will do
     with static_attention(lm.model), parts:
         variant = runner.load(ids, mask, keys)
         return _decode(runner, host, variant, p.max_new_tokens, block, log)

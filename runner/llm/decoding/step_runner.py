@@ -166,13 +166,14 @@ class Runner:
         at = int(self.step.item())
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        graph: torch.cuda.CUDAGraph | None = torch.cuda.CUDAGraph()
+        graph: torch.cuda.CUDAGraph | None = None
         try:
             with torch.cuda.stream(side):
                 for _ in range(2):  # warm-up: lazy inits and library handles outside capture
                     fn()
                     self.rewind(at)
             torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 out = fn()
         except RuntimeError as exc:  # an op that cannot be captured

@@ -281,7 +281,7 @@ def nucleus_draw(logits: torch.Tensor, keys: torch.Tensor, step: torch.Tensor,
     chunks = -(-vocab // CHUNK)
     pow2 = 1 << (chunks - 1).bit_length()
     dev = logits.device
-    f32 = dict(dtype=torch.float32, device=dev)
+    f32: dict[str, Any] = {"dtype": torch.float32, "device": dev}
     chunk_max, chunk_sum = torch.empty(rows, chunks, **f32), torch.empty(rows, chunks, **f32)
     lse, kept, chunk_kept = torch.empty(rows, **f32), torch.empty(rows, **f32), torch.empty(
         rows, chunks, **f32)

@@ -176,7 +176,7 @@ class _Models:
             fresh = AutoModelForCausalLM.from_pretrained(
                 base.provenance["resolved_path"], dtype=base.dtype, local_files_only=True,
                 trust_remote_code=bool(base.provenance.get("trust_remote_code")))
-            wrapped = PeftModel.from_pretrained(fresh.to(base.device), str(self.adapter))
+            wrapped = PeftModel.from_pretrained(fresh.to(base.device), str(self.adapter))  # type: ignore[arg-type]  # as in loader: `to`'s signature is hidden
             wrapped.to(base.device).eval()
             info = {**base.provenance, "adapter_dir": str(self.adapter),
                     "adapter_sha256": _adapter_sha256(self.adapter)}

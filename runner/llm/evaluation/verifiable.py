@@ -179,9 +179,9 @@ def validate_args(name: str, args: dict[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, kind):
             raise ValueError(f"checker {name!r}: arg {key!r} must be {kind.__name__}, "
                              f"got {value!r}")
-        if kind is int and value < 1:
+        if isinstance(value, int) and value < 1:
             raise ValueError(f"checker {name!r}: arg {key!r} must be >= 1, got {value!r}")
-        if kind is str and not value.strip():
+        if isinstance(value, str) and not value.strip():
             raise ValueError(f"checker {name!r}: arg {key!r} must not be blank")
 
 

@@ -270,7 +270,7 @@ def load_model(spec: dict[str, Any], phase: str = "model") -> LoadedModel:
     model = AutoModelForCausalLM.from_pretrained(
         fp.path, dtype=dtype, local_files_only=True, trust_remote_code=key[4]
     )
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers types `to` through a decorator that hides its signature
     sentinel = _sentinel(model, tok, device)
     provenance: dict[str, Any] = {
         "path": str(spec["path"]), "resolved_path": fp.path, "revision": fp.revision,

@@ -122,7 +122,8 @@ def load_for_training(path: str, device: torch.device, lora: LoraSettings, seed:
     model.config.use_cache = False  # a KV cache is useless in training and costs memory
     targets = lora.target_modules
     config = LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        r=lora.r, lora_alpha=lora.alpha,  # type: ignore[arg-type]  # peft's stub says int; a float alpha works and is ours to set
+        lora_dropout=lora.dropout,
         target_modules=targets if isinstance(targets, str) else list(targets),
         bias="none", task_type="CAUSAL_LM",
     )

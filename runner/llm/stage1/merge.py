@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ ROLES = ("instructions", "instruction_critic", "responses", "pair_critic")
 
 # How each additive shard metric is recomputed from records; the same definitions the
 # generation and critic phases use, so a mismatch means lost or repeated records.
-ADDITIVE_RECOUNTS = {
+ADDITIVE_RECOUNTS: dict[str, Callable[[list[dict[str, Any]]], int]] = {
     "generated": lambda rs: len(rs),
     "scored": lambda rs: len(rs),
     "accepted": lambda rs: sum(r.get("verdict") == "accept" for r in rs),

@@ -133,7 +133,7 @@ def qc(ctx: Any) -> dict[str, float]:
         role: _samples(by_role[role], ctx.seed)
         for role in ("instruction_critic", "pair_critic") if by_role.get(role)
     }
-    classes = {
+    classes: dict[str, dict[str, int]] = {
         role: {c: sum(r.get("class") == c for r in by_role[role]) for c in CLASSES}
         for role in ("instructions", "responses") if role in by_role
     }

@@ -7,6 +7,7 @@ canvas, so drawing them never switches the process's global backend or needs a d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def write_review(
     iteration: int,
     history: dict[int, dict[str, float]],
     by_role: dict[str, list[dict[str, Any]]],
-    classes: dict[str, dict[str, int]],
+    classes: Mapping[str, Mapping[str, int]],
     samples: dict[str, dict[str, list[dict[str, Any]]]],
     limit: int | None,
     definitions: str,
