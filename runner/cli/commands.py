@@ -161,7 +161,7 @@ def status_json(view: RunView) -> dict[str, Any]:
 def cmd_status(args: argparse.Namespace, state_dir: Path) -> int:
     """One run in detail, or every run of the state dir one line each."""
     if args.run_id is None:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for run_id in list_runs(state_dir):
             try:
                 view = open_view(state_dir, run_id)

@@ -20,7 +20,14 @@ from runner.spec.models import GATE_TAG, PHASE_TAG, GateSpec, PhaseSpec, Spec
 from runner.spec.params import did_you_mean
 from runner.spec.yaml_marks import KeyPath, Marks, dotted
 
-__all__ = ["allowed_keys", "describe", "model_at", "non_text_key_message", "problems_from_validation"]
+__all__ = [
+    "allowed_keys",
+    "describe",
+    "error_problem",
+    "model_at",
+    "non_text_key_message",
+    "problems_from_validation",
+]
 
 _TAGS = {PHASE_TAG: PhaseSpec, GATE_TAG: GateSpec}
 
@@ -122,15 +129,20 @@ def _type_message(kind: str, msg: str, value: Any, ctx: Mapping[str, Any]) -> st
     return f"{msg[:1].lower()}{msg[1:]}, got {got}"
 
 
-def _error_problem(err: Mapping[str, Any], root: type[BaseModel], marks: Marks, file: str) -> SpecProblem:
+def error_problem(err: Mapping[str, Any], root: type[BaseModel], marks: Marks, file: str,
+                  prefix: KeyPath = ()) -> SpecProblem:
+    """One pydantic error of validating the data at `prefix` against `root`, located."""
     kind: str = err["type"]
     loc = tuple(err["loc"])
-    path = _without_tags(loc)
+    path = prefix + _without_tags(loc)
     ctx: Mapping[str, Any] = err.get("ctx") or {}
-    if "[key]" in path:  # a mapping key of the wrong type: report it at the key
+    if "[key]" in path:  # a mapping key that is wrong: report it at the key
         where = path[: path.index("[key]")]
         line, col = marks.key(where)
-        return SpecProblem(file, line, col, dotted(where), non_text_key_message(err.get("input")))
+        if kind == "string_type" or not isinstance(err.get("input"), str):
+            return SpecProblem(file, line, col, dotted(where), non_text_key_message(err.get("input")))
+        message = _type_message(kind, str(err.get("msg", "")), err.get("input"), ctx)
+        return SpecProblem(file, line, col, dotted(where), f"key {message}")
     if kind == "extra_forbidden":
         key = path[-1]
         model = model_at(root, loc[:-1])
@@ -164,5 +176,5 @@ def problems_from_validation(
     """
     out: dict[SpecProblem, None] = {}  # ordered and without repeats
     for err in exc.errors(include_url=False):
-        out[_error_problem(err, model, marks, file)] = None
+        out[error_problem(err, model, marks, file)] = None
     return sorted(out, key=lambda p: (p.line, p.col))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import SpecProblem
-from runner.phases.registry import UsesError, resolve_uses
+from runner.phases.registry import BUILTIN_PHASES, UsesError, resolve_uses
 from runner.spec.interpolate import reference_problems
 from runner.spec.models import parse_check
 from runner.spec.params import did_you_mean, has_path, unknown_param_message
@@ -156,7 +156,9 @@ def _phase(c: _Checker, here: KeyPath, e: Mapping[str, Any], earlier: list[str],
         c.at_value(here, f"{this} has neither 'uses' (a Python function, module:function) nor "
                    "'run' (a shell command); add one")
     uses = e.get("uses")
-    if isinstance(uses, str) and check_uses:
+    # A built-in is not imported here: its module loads torch, and its `with:` model (checked
+    # by `with_options`) is what a spec can get wrong about it.
+    if isinstance(uses, str) and check_uses and uses not in BUILTIN_PHASES:
         try:
             resolve_uses(uses, spec_dir)
         except UsesError as exc:

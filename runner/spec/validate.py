@@ -2,7 +2,8 @@
 
 The order is: read the file; parse YAML with marks (a syntax error or duplicate key stops
 here, since nothing after it can be trusted); then run *all* the other checks — pydantic
-shape, cross-references, `${...}`, `--set` — and raise one `SpecError` holding every problem,
+shape, cross-references, `${...}`, `--set`, each phase's `with:` under its model — and raise
+one `SpecError` holding every problem,
 sorted by place. Fixing a spec is one edit-validate round, not one per mistake.
 """
 
@@ -23,6 +24,7 @@ from runner.spec.params import collect_set_args, override_problems, set_path
 from runner.spec.problems import describe, problems_from_validation
 from runner.spec.resolved import ResolvedSpec
 from runner.spec.semantics import check_semantics
+from runner.spec.with_options import with_problems
 from runner.spec.yaml_marks import load_with_marks
 
 __all__ = ["load_spec", "sort_problems"]
@@ -103,6 +105,9 @@ def load_spec(
     problems += check_semantics(
         data, marks, file, source_path.parent, spec_params, effective, check_uses=check_uses
     )
+    # Each phase's `with:` under its model, resolved as the phase will get it (--set applied).
+    problems += with_problems(data, marks, file, source_path.parent, effective, set_values,
+                              check_uses=check_uses)
     if problems or spec is None:
         # dict.fromkeys: a non-text key is seen by pydantic and by `semantics`; report it once.
         raise SpecError(sort_problems(list(dict.fromkeys(problems))))
