@@ -26,6 +26,7 @@ from runner.errors import PhaseError
 __all__ = [
     "BUILTIN_OPTIONS",
     "BUILTIN_PHASES",
+    "OptionsError",
     "UsesError",
     "options_model",
     "phase_options",
@@ -60,6 +61,10 @@ BUILTIN_OPTIONS: dict[str, str] = {
 
 class UsesError(Exception):
     """`uses:` names nothing importable or callable; the message says what to fix."""
+
+
+class OptionsError(UsesError):
+    """A phase function's `options` is not a pydantic model class."""
 
 
 def target_of(uses: str) -> str:
@@ -133,7 +138,7 @@ def options_model(uses: str, spec_dir: Path | None = None) -> type[BaseModel] | 
         if model is None:
             return None
     if not _is_model(model):
-        raise UsesError(f"'{uses}'.options must be a pydantic model class (a BaseModel "
+        raise OptionsError(f"'{uses}'.options must be a pydantic model class (a BaseModel "
                         f"subclass), got {model!r}")
     return model
 

@@ -142,7 +142,9 @@ def error_problem(err: Mapping[str, Any], root: type[BaseModel], marks: Marks, f
         if kind == "string_type" or not isinstance(err.get("input"), str):
             return SpecProblem(file, line, col, dotted(where), non_text_key_message(err.get("input")))
         message = _type_message(kind, str(err.get("msg", "")), err.get("input"), ctx)
-        return SpecProblem(file, line, col, dotted(where), f"key {message}")
+        if message.startswith("expected "):
+            message = "this key must be " + message[len("expected "):]
+        return SpecProblem(file, line, col, dotted(where), message)
     if kind == "extra_forbidden":
         key = path[-1]
         model = model_at(root, loc[:-1])

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from runner.errors import SpecProblem
-from runner.phases.registry import BUILTIN_OPTIONS, options_model
+from runner.phases.registry import BUILTIN_OPTIONS, OptionsError, options_model
 from runner.spec.interpolate import Ref, TemplateError, parse_template, reference_problems, resolve_with
 from runner.spec.params import SET_SOURCE, UnlocatedProblem
 from runner.spec.problems import error_problem
@@ -159,6 +159,10 @@ def with_problems(data: Mapping[str, Any], marks: Marks, file: str, spec_dir: Pa
             continue
         try:
             model = options_model(uses, spec_dir)
+        except OptionsError as exc:
+            line, col = marks.value(("phases", i, "uses"))
+            problems.append(SpecProblem(file, line, col, f"phases[{i}].uses", str(exc)))
+            continue
         except Exception:  # a `uses` that does not resolve: reported by semantics
             continue
         if model is None:
