@@ -58,6 +58,8 @@ def _describe_spec(spec: ResolvedSpec) -> None:
             print(f"       model = {model['path']} (dtype {model['dtype']}, device {model['device']})")
         for key, value in spec.resolved_with(step.name, spec.params).items():
             print(f"       {key} = {json.dumps(value, default=str)}")
+        for key, text in spec.resolved_env(step.name, spec.params).items():
+            print(f"       env {key} = {json.dumps(text)}")
 
 
 def cmd_plan(args: argparse.Namespace, state_dir: Path) -> int:

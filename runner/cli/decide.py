@@ -82,7 +82,7 @@ def record_decision(args: argparse.Namespace, state_dir: Path) -> int:
         request = _request_from_options(args)
     view = open_view(state_dir, args.run_id)
     state = view.state
-    reasons = refusals(state, view.plan, request, param_paths(state.params))
+    reasons = refusals(state, view.plan, request, param_paths(state.params), spec=view.spec)
     log = get_logger(run_id=args.run_id)
     if reasons:
         # Logged to the console only: a refused decision changes nothing on disk.

@@ -14,6 +14,7 @@ from runner.spec.models import (
     ModelSpec,
     PhaseSpec,
     RetrySpec,
+    SetBounds,
     Spec,
     parse_check,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "PhaseSpec",
     "ResolvedSpec",
     "RetrySpec",
+    "SetBounds",
     "Spec",
     "UnlocatedProblem",
     "apply_overrides",

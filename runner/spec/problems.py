@@ -24,6 +24,7 @@ __all__ = [
     "allowed_keys",
     "describe",
     "error_problem",
+    "merge_union_messages",
     "model_at",
     "non_text_key_message",
     "problems_from_validation",
@@ -168,15 +169,45 @@ def error_problem(err: Mapping[str, Any], root: type[BaseModel], marks: Marks, f
     return SpecProblem(file, line, col, dotted(path), message)
 
 
+def merge_union_messages(messages: list[str]) -> str:
+    """`expected a number, got 'x'` and `expected a list, got 'x'` (one error per member of a
+    union type) -> `expected a number, or a list, got 'x'`."""
+    unique = list(dict.fromkeys(messages))
+    if len(unique) == 1:
+        return unique[0]
+    if all(m.startswith("expected ") and ", got " in m for m in unique):
+        wanted = [m[len("expected "):].rsplit(", got ", 1)[0] for m in unique]
+        return "expected " + ", or ".join(wanted) + ", got " + unique[0].rsplit(", got ", 1)[1]
+    return "; or ".join(unique)
+
+
+def _in_file(loc: tuple[Any, ...], marks: Marks, missing: bool) -> tuple[Any, ...]:
+    """`loc` without pydantic's union-member tags (`list[str]`): the parts not in the file."""
+    out: list[Any] = []
+    for n, part in enumerate(loc):
+        here = _without_tags(tuple(out) + (part,))
+        if part in _TAGS or part == "[key]" or here in marks.keys or here in marks.values \
+                or (missing and n == len(loc) - 1):
+            out.append(part)
+    return tuple(out)
+
+
 def problems_from_validation(
     exc: ValidationError, marks: Marks, file: str, model: type[BaseModel] = Spec
 ) -> list[SpecProblem]:
     """One located problem per error of validating a YAML file's data against `model`.
 
-    Works for any model (decision files too); `marks` come from `load_with_marks`. Sorted by
+    Works for any model (decision files too); `marks` come from `load_with_marks`. The errors
+    of one value against each member of a union type become one problem. Sorted by
     (line, col), like every list of problems.
     """
-    out: dict[SpecProblem, None] = {}  # ordered and without repeats
+    grouped: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for err in exc.errors(include_url=False):
-        out[error_problem(err, model, marks, file)] = None
+        loc = _in_file(tuple(err["loc"]), marks, err["type"] == "missing")
+        grouped.setdefault(loc, []).append(dict(err, loc=loc))
+    out: dict[SpecProblem, None] = {}  # ordered and without repeats
+    for errs in grouped.values():
+        first = error_problem(errs[0], model, marks, file)
+        message = merge_union_messages([error_problem(e, model, marks, file).message for e in errs])
+        out[SpecProblem(first.file, first.line, first.col, first.path, message)] = None
     return sorted(out, key=lambda p: (p.line, p.col))

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from runner.errors import SpecError, SpecProblem
 from runner.spec.models import Spec
-from runner.spec.params import collect_set_args, override_problems, set_path
+from runner.spec.params import collect_set_args, declared_types, override_problems, set_path
 from runner.spec.problems import describe, problems_from_validation
 from runner.spec.resolved import ResolvedSpec
 from runner.spec.semantics import check_semantics
@@ -97,7 +97,8 @@ def load_spec(
     problems += set_problems
     effective = spec_params
     if spec_params is not None:
-        bad = override_problems(spec_params, set_values)
+        types = data.get("param_types")
+        bad = override_problems(spec_params, set_values, declared_types(types if isinstance(types, dict) else None))
         problems += bad
         if not bad:
             effective = _apply(spec_params, set_values)

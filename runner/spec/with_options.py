@@ -24,7 +24,7 @@ from runner.errors import SpecProblem
 from runner.phases.registry import BUILTIN_OPTIONS, OptionsError, options_model
 from runner.spec.interpolate import Ref, TemplateError, parse_template, reference_problems, resolve_with
 from runner.spec.params import SET_SOURCE, UnlocatedProblem
-from runner.spec.problems import error_problem
+from runner.spec.problems import error_problem, merge_union_messages
 from runner.spec.yaml_marks import KeyPath, Marks, dotted
 
 __all__ = ["with_problems"]
@@ -84,17 +84,6 @@ def _data_loc(loc: tuple[Any, ...], data: Any, missing: bool) -> tuple[Any, ...]
     return tuple(out)
 
 
-def _merge_union(messages: list[str]) -> str:
-    """`expected a number, got 'x'` and `expected true or false, got 'x'` -> one sentence."""
-    unique = list(dict.fromkeys(messages))
-    if len(unique) == 1:
-        return unique[0]
-    if all(m.startswith("expected ") and ", got " in m for m in unique):
-        wanted = [m[len("expected "):].rsplit(", got ", 1)[0] for m in unique]
-        return "expected " + ", or ".join(wanted) + ", got " + unique[0].rsplit(", got ", 1)[1]
-    return "; or ".join(unique)
-
-
 def _origin(with_loc: KeyPath, exact: dict[KeyPath, str]) -> str | None:
     """The parameter path a value at `with_loc` came from, if it came from `${params...}`."""
     for end in range(len(with_loc), -1, -1):
@@ -114,7 +103,7 @@ def _locate(errs: list[dict[str, Any]], model: type[BaseModel], marks: Marks, fi
             inside: dict[KeyPath, list[str]], overrides: Mapping[str, Any]) -> SpecProblem:
     first = dict(errs[0], loc=with_loc)
     problem = error_problem(first, model, marks, file, prefix)
-    message = _merge_union([error_problem(dict(e, loc=with_loc), model, marks, file, prefix).message
+    message = merge_union_messages([error_problem(dict(e, loc=with_loc), model, marks, file, prefix).message
                             for e in errs])
     if first["type"] in ("extra_forbidden", "missing") or "[key]" in with_loc:
         return SpecProblem(problem.file, problem.line, problem.col, problem.path, message)
