@@ -27,7 +27,7 @@ from runner.spec.semantics import check_semantics
 from runner.spec.with_options import with_problems
 from runner.spec.yaml_marks import load_with_marks
 
-__all__ = ["load_spec", "sort_problems"]
+__all__ = ["load_spec", "sort_problems", "with_problems_under"]
 
 _SHAPE = "a mapping with at least 'version', 'name' and 'phases'"
 
@@ -125,6 +125,18 @@ def load_spec(
     if model_problems:
         raise SpecError(sort_problems(model_problems))
     return resolved
+
+
+def with_problems_under(resolved: ResolvedSpec, params: dict[str, Any],
+                        overrides: dict[str, Any]) -> list[SpecProblem]:
+    """The problems of every phase's `with:` if the run went on with `params` (a decision's
+    `set` applied as `overrides`): what `runner validate` would say, for `decide` to refuse
+    a value that the phases' models would refuse at run time."""
+    file = str(resolved.source_path)
+    data, marks = load_with_marks(resolved.source_text, file)
+    if not isinstance(data, dict):
+        return []
+    return sort_problems(with_problems(data, marks, file, resolved.spec_dir, params, overrides))
 
 
 def _model_folder_problems(resolved: ResolvedSpec, data: dict[str, Any], marks: Any, file: str) -> list[SpecProblem]:

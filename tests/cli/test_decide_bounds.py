@@ -106,3 +106,20 @@ def test_text_a_decision_sets_reaches_the_shell_as_data(at_gate: Path) -> None:
     value = "0.1; touch pwned $(touch pwned2)"
     assert out == f"lr=0.1 note={value} quoted={value} single={value}\n"
     assert not list(at_gate.rglob("pwned*"))
+
+
+def test_a_value_the_phase_model_refuses_is_refused_at_decide(tmp_path: Path) -> None:
+    """ITERATE with a number the next phase's `with:` model refuses (temperature -1, of the
+    right type and not bounded by the gate): refused at decide, as validate would have."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "version: 1\nname: m\nparams: {temperature: 0.5}\nphases:\n"
+        "  - name: first\n    run: echo first\n  - gate: g\n    may_set: [temperature]\n"
+        "  - name: critic\n    uses: critic_filter\n    with: {source: first, confidence_threshold: '${params.temperature}'}\n")
+    state = tmp_path / "state"
+    ok(cli(state, "run", str(spec), "--run-id", RUN), 3)
+    before = tree_digest(state)
+    proc = cli(state, "decide", RUN, "--gate", "g", "--decision", "iterate", "--reviewer", "t",
+               "--reason", "r", "--set", "temperature=1.5")
+    assert proc.returncode == 2 and "phases[2].with.confidence_threshold" in proc.stderr
+    assert "less than or equal to 1" in proc.stderr and tree_digest(state) == before
