@@ -58,6 +58,8 @@ def _describe_spec(spec: ResolvedSpec) -> None:
             print(f"       model = {model['path']} (dtype {model['dtype']}, device {model['device']})")
         for key, value in spec.resolved_with(step.name, spec.params).items():
             print(f"       {key} = {json.dumps(value, default=str)}")
+        for key, text in spec.resolved_env(step.name, spec.params).items():
+            print(f"       env {key} = {json.dumps(text)}")
 
 
 def cmd_plan(args: argparse.Namespace, state_dir: Path) -> int:
@@ -124,6 +126,15 @@ def cmd_resume(args: argparse.Namespace, state_dir: Path) -> int:
     return _drive(engine, args.wait)
 
 
+def _phase_entry(view: RunView, instance: Any) -> dict[str, Any]:
+    """A phase instance as `status --json` shows it, with `output_dir`: the absolute folder
+    of its outputs (for a reused instance, the folder of the instance it reuses)."""
+    entry: dict[str, Any] = instance.model_dump(mode="json")
+    folder = view.folder.phase_dir(instance.name, instance.reused_from or instance.iteration)
+    entry["output_dir"] = str(folder.absolute())
+    return entry
+
+
 def status_json(view: RunView) -> dict[str, Any]:
     """The contract's `status --json` object, plus provenance and budget figures."""
     state = view.state
@@ -135,9 +146,11 @@ def status_json(view: RunView) -> dict[str, Any]:
         "name": state.name,
         "status": view.status,
         "iteration": state.iteration,
-        "pending_gate": state.pending_gate if state.status in (RunStatus.AWAITING_DECISION, RunStatus.READY) else None,
+        # A decided gate is no longer pending (the contract), though the machine keeps its
+        # name until `resume` applies the decision.
+        "pending_gate": state.pending_gate if state.status == RunStatus.AWAITING_DECISION else None,
         "params": state.params,
-        "phases": [p.model_dump(mode="json") for p in state.phases],
+        "phases": [_phase_entry(view, p) for p in state.phases],
         "decisions": [d.model_dump(mode="json") for d in state.decisions],
         "failure": state.failure,
         "gpu_seconds": round(gpu_s, 3),
@@ -157,8 +170,9 @@ def cmd_status(args: argparse.Namespace, state_dir: Path) -> int:
             except Exception as exc:
                 rows.append({"run_id": run_id, "status": "unreadable", "error": str(exc)})
                 continue
+            pending = view.state.pending_gate if view.state.status == RunStatus.AWAITING_DECISION else None
             rows.append({"run_id": run_id, "name": view.state.name, "status": view.status,
-                         "iteration": view.state.iteration, "pending_gate": view.state.pending_gate})
+                         "iteration": view.state.iteration, "pending_gate": pending})
         if args.json:
             _print_json(rows)
         for r in [] if args.json else rows:

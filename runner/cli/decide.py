@@ -21,7 +21,7 @@ from runner.engine.runview import open_view
 from runner.errors import EXIT_OK, Refused, SpecError, UsageError
 from runner.machine import param_paths
 from runner.review.decisions import DecisionRequest, refusals, to_record
-from runner.spec import parse_set_args, problems_from_validation
+from runner.spec import parse_set_args, problems_from_validation, set_path, with_problems_under
 from runner.spec.yaml_marks import load_with_marks
 from runner.store.journal import utc_now
 
@@ -82,7 +82,12 @@ def record_decision(args: argparse.Namespace, state_dir: Path) -> int:
         request = _request_from_options(args)
     view = open_view(state_dir, args.run_id)
     state = view.state
-    reasons = refusals(state, view.plan, request, param_paths(state.params))
+    reasons = refusals(state, view.plan, request, param_paths(state.params), spec=view.spec)
+    if not reasons and request.set:  # what the phases' `with:` models would refuse at run time
+        params = state.params
+        for key, value in request.set.items():
+            params = set_path(params, key, value)
+        reasons = [str(p) for p in with_problems_under(view.spec, params, request.set)]
     log = get_logger(run_id=args.run_id)
     if reasons:
         # Logged to the console only: a refused decision changes nothing on disk.

@@ -1,4 +1,4 @@
-"""What the four built-in phases share: parameters, the model spec, provenance, inputs.
+"""What the built-in phases share: the `with:` model base, the model spec, provenance, inputs.
 
 Kept apart from `phases.py` so each phase function there reads as its recipe. Everything a
 record gets from here is a pure function of the run (id, iteration, phase, spec, commit), the
@@ -9,26 +9,32 @@ run writes the same records as an uninterrupted one.
 from __future__ import annotations
 
 import difflib
-import math
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar, get_args
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from runner.console.progress import Progress
 from runner.errors import PhaseError
 from runner.llm.text.cleaning import select_instructions
+from runner.llm.text.templates import Templates
 
 __all__ = [
     "STAGES",
-    "Params",
+    "PhaseOptions",
+    "PhaseRef",
     "default_source",
     "input_names",
     "model_spec",
+    "options_of",
     "own_records",
     "progress",
     "provenance",
+    "spec_file",
     "stage_of",
+    "template_overrides",
     "usable_instructions",
+    "with_error",
 ]
 
 # The `stage` field of each built-in record says which kind of phase wrote it, so a phase can
@@ -36,48 +42,116 @@ __all__ = [
 STAGES = ("instructions", "responses", "instruction_critic", "pair_critic")
 
 
-class Params:
-    """A phase's `with:` mapping, checked against the keys the phase knows."""
+class PhaseOptions(BaseModel):
+    """Base of a built-in phase's `with:` model: typed, ranged, no unknown keys.
 
-    def __init__(self, ctx: Any, known: Iterable[str]) -> None:
-        self.phase = str(ctx.phase)
-        self.raw: dict[str, Any] = dict(ctx.params or {})
-        known = sorted(known)
-        for key in self.raw:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise PhaseError(self.phase, f"unknown key with.{key}{hint} (known: "
-                                 f"{', '.join(known)})")
+    Strict: a number in quotes is text, `true` is not a number, and `1.0` is not a count. A key
+    given as null takes its default, as it did before the models. With a validation context
+    (`runner validate`: `spec_dir`, the phases before this one) the models also check that
+    files exist and parse and that phase names point backwards; at run time the phase
+    validates without a context, so only types and ranges are checked again.
+    """
 
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.raw.get(key, default)
-        return default if value is None else value
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    def required(self, key: str) -> Any:
-        if self.raw.get(key) is None:
-            raise PhaseError(self.phase, f"with.{key} is required")
-        return self.raw[key]
-
-    def number(self, key: str, default: float, lo: float, hi: float = math.inf) -> float:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-            raise PhaseError(self.phase, f"with.{key} must be a number in [{lo}, {hi}], "
-                             f"got {value!r}")
-        return float(value)
-
-    def integer(self, key: str, default: int | None, lo: int = 0) -> int:
-        value = self.required(key) if default is None else self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise PhaseError(self.phase, f"with.{key} must be an integer >= {lo}, got {value!r}")
-        return int(value)
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
 
-def model_spec(ctx: Any, params: Params) -> dict[str, Any]:
+def _known_phase(name: str, info: ValidationInfo) -> str:
+    """A phase name in `with:` (`source`, a role) must be a phase this one may read."""
+    ctx = info.context or {}
+    if "phases_before" not in ctx:
+        return name
+    earlier: list[str] = list(ctx["phases_before"])
+    readable = ctx.get("inputs")
+    if name in earlier and (readable is None or name in readable):
+        return name
+    if name in earlier:
+        raise ValueError(f"phase '{name}' is not in this phase's inputs ({', '.join(readable or [])}); "
+                         "add it to `inputs` or name one of them")
+    if name in ctx.get("gates", ()):
+        raise ValueError(f"'{name}' is a gate, not a phase; name a phase that runs before this one")
+    if name in ctx.get("phases", ()):
+        raise ValueError(f"phase '{name}' does not run before this one; name an earlier phase "
+                         "or move it")
+    close = difflib.get_close_matches(name, earlier, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else \
+        f"; phases before this one: {', '.join(earlier) or 'none'}"
+    raise ValueError(f"no phase named '{name}'{hint}")
+
+
+PhaseRef = Annotated[str, AfterValidator(_known_phase)]
+"""A `with:` value naming an earlier phase (checked by `runner validate`)."""
+
+
+def template_overrides(templates: Templates | None) -> dict[str, Any] | None:
+    """The fields a spec set on `templates` (what `templates_from` applies to the defaults)."""
+    return None if templates is None else templates.model_dump(exclude_unset=True)
+
+
+def spec_file(value: str, info: ValidationInfo) -> Path | None:
+    """The file `value` names (relative to the spec's folder), or None outside validation."""
+    spec_dir = (info.context or {}).get("spec_dir")
+    if spec_dir is None:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path(spec_dir) / path
+
+
+def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The keys of the (nested) model at `loc`, for a did-you-mean."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = next((a for a in (field.annotation, *get_args(field.annotation))
+                      if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def with_error(phase: str, exc: ValidationError, model: type[BaseModel]) -> PhaseError:
+    """A phase's `with:` that fails its model at run time: one PhaseError naming every key."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        key = ".".join(str(x) for x in err["loc"])
+        if "[key]" in err["loc"]:  # a mapping key the model does not allow (a qc role)
+            where = ".".join(str(x) for x in err["loc"][: err["loc"].index("[key]") - 1])
+            parts.append(f"with.{where}: unknown key {err.get('input')!r}: {err['msg']}")
+        elif err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(err["loc"][-1]), _fields_at(model, err["loc"][:-1]), n=1)
+            parts.append(f"unknown key with.{key}" + (f"; did you mean '{close[0]}'?" if close else ""))
+        elif err["type"] == "missing":
+            parts.append(f"with.{key} is required")
+        else:
+            parts.append(f"with.{key}: {err['msg']}, got {err.get('input')!r}")
+    return PhaseError(phase, "; ".join(parts))
+
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+def options_of(ctx: Any, model: type[OptionsT]) -> OptionsT:
+    """The phase's validated `with:`: `ctx.options` when the engine made it, else validated
+    here from `ctx.params` (a phase run without the engine); a PhaseError when it fails."""
+    given = getattr(ctx, "options", None)
+    if isinstance(given, model):
+        return given
+    try:
+        return model.model_validate(dict(ctx.params or {}))
+    except ValidationError as exc:
+        raise with_error(str(ctx.phase), exc, model) from None
+
+
+def model_spec(ctx: Any) -> dict[str, Any]:
     """The phase's model (`ctx.model_spec`); a relative path is relative to the spec's folder."""
     spec = getattr(ctx, "model_spec", None)
     if not spec or not spec.get("path"):
-        raise PhaseError(params.phase, "no model: set `model: {path: ...}` in the spec")
+        raise PhaseError(str(ctx.phase), "no model: set `model: {path: ...}` in the spec")
     spec = dict(spec)
     spec_dir = getattr(ctx, "spec_dir", None)
     path = Path(str(spec["path"])).expanduser()

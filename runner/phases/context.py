@@ -62,6 +62,7 @@ class PhaseContext:
     read_input: Callable[[str], list[dict[str, Any]]]
     input_names: list[str] = field(default_factory=list)  # what `input` accepts, in spec order
     input_dirs: dict[str, Path] = field(default_factory=dict)  # their instances' folders
+    options: Any = None  # the `with:` validated by the phase's model (None: it declares none)
     shard: int | None = None  # this call's shard of a sharded phase, else None
     num_shards: int = 1
     used_cuda: bool = False

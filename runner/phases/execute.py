@@ -16,7 +16,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from runner.errors import PhaseError, RunnerError
 from runner.phases.context import PhaseContext
-from runner.phases.registry import UsesError, resolve_uses
+from runner.phases.registry import UsesError, phase_options, resolve_uses
 from runner.phases.shell import check_metrics, run_shell_phase
 
 __all__ = ["PhaseJob", "PhaseOutcome", "describe_error", "execute_phase"]
@@ -62,6 +62,7 @@ def _run_python(job: PhaseJob) -> dict[str, float]:
         return metrics
     try:
         fn = resolve_uses(job.uses or "", job.ctx.spec_dir)
+        job.ctx.options = phase_options(job.uses or "", job.ctx.spec_dir, job.ctx.params, job.name)
     except UsesError as exc:
         raise PhaseError(job.name, str(exc)) from None
     metrics = fn(job.ctx)

@@ -1,8 +1,12 @@
-"""Resolve a phase's `uses:` to a callable: a built-in phase kind or `module:function`.
+"""Resolve a phase's `uses:` to a callable, and to the pydantic model of its `with:`.
 
-Built-in kinds map a short name to the `module:function` that implements it, so later built-in
-phases join by adding one line to `BUILTIN_PHASES`. User targets are imported with the spec
-file's folder and the current directory on `sys.path`, as the contract says.
+Built-in kinds map a short name to the `module:function` that implements it and to the
+`module:Class` of its `with:` model, so later built-in phases join by adding one line to
+`BUILTIN_PHASES` and one to `BUILTIN_OPTIONS`. Both are strings, imported only when asked for:
+the option models live in torch-free modules, so `runner validate` checks a built-in phase's
+`with:` without importing its function (or torch). A user's function declares its model as an
+attribute, `fn.options = MyModel`. User targets are imported with the spec file's folder and
+the current directory on `sys.path`, as the contract says.
 """
 
 from __future__ import annotations
@@ -15,7 +19,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUILTIN_PHASES", "UsesError", "resolve_uses", "source_file_of", "target_of"]
+from pydantic import BaseModel, ValidationError
+
+from runner.errors import PhaseError
+
+__all__ = [
+    "BUILTIN_OPTIONS",
+    "BUILTIN_PHASES",
+    "OptionsError",
+    "UsesError",
+    "options_model",
+    "phase_options",
+    "resolve_uses",
+    "source_file_of",
+    "target_of",
+]
 
 PhaseFunction = Callable[[Any], Any]
 
@@ -30,8 +48,23 @@ BUILTIN_PHASES: dict[str, str] = {
 }
 
 
+BUILTIN_OPTIONS: dict[str, str] = {
+    "generate_instructions": "runner.llm.stage1.options:GenerateInstructionsOptions",
+    "generate_responses": "runner.llm.stage1.options:GenerateResponsesOptions",
+    "critic_filter": "runner.llm.stage1.options:CriticFilterOptions",
+    "qc": "runner.llm.stage1.options:QcOptions",
+    "evaluate": "runner.llm.evaluation.options:EvaluateOptions",
+    "merge": "runner.llm.stage1.options:MergeOptions",
+    "sft": "runner.llm.sft.options:SftOptions",
+}
+
+
 class UsesError(Exception):
     """`uses:` names nothing importable or callable; the message says what to fix."""
+
+
+class OptionsError(UsesError):
+    """A phase function's `options` is not a pydantic model class."""
 
 
 def target_of(uses: str) -> str:
@@ -84,3 +117,45 @@ def source_file_of(fn: PhaseFunction) -> str | None:
     except TypeError:
         return None
     return os.path.abspath(path) if path else None
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
+
+def options_model(uses: str, spec_dir: Path | None = None) -> type[BaseModel] | None:
+    """The pydantic model of the `with:` of a phase that `uses` this, or None (a free mapping).
+
+    A built-in's comes from `BUILTIN_OPTIONS` without importing the phase itself; a user
+    function's is its `options` attribute. Raises `UsesError` when `uses` does not resolve or
+    its `options` is not a pydantic model class.
+    """
+    if uses in BUILTIN_OPTIONS:
+        module_name, _, attr = BUILTIN_OPTIONS[uses].partition(":")
+        model = getattr(importlib.import_module(module_name), attr)
+    else:
+        model = getattr(resolve_uses(uses, spec_dir), "options", None)
+        if model is None:
+            return None
+    if not _is_model(model):
+        raise OptionsError(f"'{uses}'.options must be a pydantic model class (a BaseModel "
+                        f"subclass), got {model!r}")
+    return model
+
+
+def phase_options(uses: str, spec_dir: Path | None, params: dict[str, Any], phase: str) -> BaseModel | None:
+    """The phase's `with:` validated by its model (for `ctx.options`), or None without one.
+
+    `runner validate` checked it already, with every problem located in the spec; this runs
+    again at run time without that context (types and ranges only), so a phase never sees
+    values its model refuses. Raises `PhaseError` naming the keys.
+    """
+    model = options_model(uses, spec_dir)
+    if model is None:
+        return None
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        problems = "; ".join(f"with.{'.'.join(str(x) for x in e['loc']) or '(all)'}: {e['msg']}"
+                             for e in exc.errors(include_url=False))
+        raise PhaseError(phase, problems) from None

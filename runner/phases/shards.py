@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import PhaseError
-from runner.phases.registry import resolve_uses
+from runner.phases.registry import phase_options, resolve_uses
 from runner.phases.shell import check_metrics
 from runner.store.atomic import write_json_atomic
 
@@ -91,6 +91,7 @@ def run_shard(job: dict[str, Any], index: int) -> dict[str, Any]:
         shard=index, num_shards=job["num_shards"],
     )
     fn = resolve_uses(job["uses"], Path(job["spec_dir"]))
+    ctx.options = phase_options(job["uses"], Path(job["spec_dir"]), ctx.params, phase)
     metrics = check_metrics(fn(ctx), phase, f"return value of {job['uses']} (shard {index})")
     records = ctx.finish_records()
     count = sum(1 for line in records.read_text(encoding="utf-8").splitlines() if line.strip())

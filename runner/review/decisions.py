@@ -2,19 +2,24 @@
 
 `refusals` returns all reasons at once (an empty list accepts the request), each a sentence
 that says what to do instead; `to_record` turns an accepted request into the `DecisionRecord`
-that a `DecisionRecorded` event carries. No I/O: the caller passes the state, the plan and the
-effective parameters' dotted paths (`runner.machine.param_paths(state.params)`).
+that a `DecisionRecorded` event carries. No I/O: the caller passes the state, the plan, the
+effective parameters' dotted paths (`runner.machine.param_paths(state.params)`) and the run's
+frozen spec, whose `param_types` and `may_set` bounds limit what `set` may hold
+(`set_refusals`): a value keeps its parameter's type and stays inside the gate's bounds.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from runner.machine import DecisionKind, DecisionRecord, Plan, RunState, RunStatus
+from runner.spec import ResolvedSpec, SetBounds, get_path
+from runner.spec.params import declared_types, type_problems
 
-__all__ = ["DECISIONS", "DecisionRequest", "refusals", "to_record"]
+__all__ = ["DECISIONS", "DecisionRequest", "bound_problem", "refusals", "set_refusals", "to_record"]
 
 DECISIONS = ("proceed", "iterate", "abort")
 
@@ -60,9 +65,61 @@ def _allowed(key: str, may_set: tuple[str, ...] | None) -> bool:
     return may_set is None or any(key == p or key.startswith(p + ".") for p in may_set)
 
 
+def _same(a: Any, b: Any) -> bool:
+    # 1 == True and 1 == 1.0 in Python; a choice matches only a value of its kind.
+    return isinstance(a, bool) == isinstance(b, bool) and isinstance(a, str) == isinstance(b, str) and a == b
+
+
+def bound_problem(path: str, value: Any, bounds: SetBounds) -> str | None:
+    """Why `value` lies outside `bounds` of `may_set` path `path`, or None when it is inside."""
+    if bounds.choices is not None and not any(_same(value, c) for c in bounds.choices):
+        return f"'{path}' = {value!r} is not one of the gate's choices {bounds.choices!r}"
+    if bounds.min is None and bounds.max is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"'{path}' = {value!r} is not a number; the gate bounds it by min/max"
+    if bounds.min is not None and value < bounds.min:
+        return f"'{path}' = {value!r} is below the gate's min {bounds.min:g}"
+    if bounds.max is not None and value > bounds.max:
+        return f"'{path}' = {value!r} is above the gate's max {bounds.max:g}"
+    return None
+
+
+def set_refusals(params: Mapping[str, Any], values: Mapping[str, Any],
+                 bounds: Mapping[str, SetBounds], param_types: Mapping[str, Any] | None) -> list[str]:
+    """What is wrong with the values of an ITERATE's `set` (paths already known to exist).
+
+    Each value keeps its parameter's type unless `param_types` says otherwise; a value on or
+    above a bounded `may_set` path (a mapping set on a group reaches the paths below it) must
+    lie inside that path's bounds.
+    """
+    out: list[str] = []
+    declared = declared_types(param_types)
+    for key, value in values.items():
+        try:
+            current = get_path(params, key)
+        except KeyError:
+            continue  # an unknown parameter: refused above, with a did-you-mean
+        out += [f"--set {m}" for m in type_problems(key, current, value, declared)]
+        for path, bound in bounds.items():
+            if path != key and not path.startswith(key + "."):
+                continue
+            try:
+                sub = value if path == key else get_path(value, path[len(key) + 1:])
+            except KeyError:
+                continue  # the mapping leaves that path as it is
+            why = bound_problem(path, sub, bound)
+            if why is not None:
+                out.append(f"--set {key}: {why}")
+    return out
+
+
 def refusals(state: RunState, plan: Plan, request: DecisionRequest,
-             param_paths: set[str]) -> list[str]:
-    """Every reason the contract refuses `request` in `state`; empty when it is accepted."""
+             param_paths: set[str], spec: ResolvedSpec | None = None) -> list[str]:
+    """Every reason the contract refuses `request` in `state`; empty when it is accepted.
+
+    With the run's frozen `spec`, the values of `set` are checked too (`set_refusals`).
+    """
     out: list[str] = []
     if request.decision not in DECISIONS:
         out.append(f"unknown decision '{request.decision}'"
@@ -83,6 +140,12 @@ def refusals(state: RunState, plan: Plan, request: DecisionRequest,
             allowed = ", ".join(gate.may_set or ())
             out.append(f"gate '{gate.name}' does not allow changing '{key}' (may_set: "
                        f"{allowed or 'nothing'}); set only those parameters or keys below them")
+    if spec is not None and request.set:
+        try:
+            bounds = spec.gate(request.gate).bounds
+        except KeyError:
+            bounds = {}  # no such gate: refused above
+        out += set_refusals(state.params, request.set, bounds, spec.spec.param_types)
     visit = state.current_visit() if not_pending is None else None
     if visit is not None and request.packet_sha256 is not None \
             and request.packet_sha256 != visit.packet_sha256:

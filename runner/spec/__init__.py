@@ -14,6 +14,7 @@ from runner.spec.models import (
     ModelSpec,
     PhaseSpec,
     RetrySpec,
+    SetBounds,
     Spec,
     parse_check,
 )
@@ -30,7 +31,7 @@ from runner.spec.params import (
 )
 from runner.spec.problems import problems_from_validation
 from runner.spec.resolved import ResolvedSpec
-from runner.spec.validate import load_spec
+from runner.spec.validate import load_spec, with_problems_under
 from runner.spec.yaml_marks import Marks, load_with_marks
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "PhaseSpec",
     "ResolvedSpec",
     "RetrySpec",
+    "SetBounds",
     "Spec",
     "UnlocatedProblem",
     "apply_overrides",
@@ -60,4 +62,5 @@ __all__ = [
     "resolve_with",
     "set_path",
     "unknown_param_message",
+    "with_problems_under",
 ]

@@ -10,6 +10,14 @@ resolution (substitute the effective parameters when a phase starts):
 
 A string that is exactly one reference takes the referenced value with its type (a number
 stays a number, a list a list); a reference inside longer text is replaced by `str(value)`.
+
+A shell command (`run:`) is different: there a value must stay data, never become shell syntax,
+whatever a decision sets it to (`0.1; touch pwned`). So `shell_command` replaces each reference
+by an environment variable that holds the value (`RUNNER_PARAM_LR`), quoted for where the
+reference stands: `"${RUNNER_PARAM_LR}"` outside quotes, `${RUNNER_PARAM_LR}` inside double
+quotes, `'"${RUNNER_PARAM_LR}"'` inside single quotes. bash expands a variable once and never
+parses what it holds, so `echo lr=${params.lr}` prints the value as text, as GitHub's hardening
+guide advises for workflow `run:` steps.
 """
 
 from __future__ import annotations
@@ -24,13 +32,17 @@ from runner.errors import SpecError
 from runner.spec.params import UnlocatedProblem, did_you_mean, get_path, param_paths
 
 __all__ = [
+    "PARAM_ENV_PREFIX",
     "Ref",
     "TemplateError",
     "parse_template",
     "reference_problems",
     "resolve_text",
     "resolve_with",
+    "shell_command",
 ]
+
+PARAM_ENV_PREFIX = "RUNNER_PARAM_"
 
 _REF_RE = re.compile(r"^params\.([^.\s${}]+(?:\.[^.\s${}]+)*)$")
 _ESCAPE_HINT = "write '$${' for a literal '${' (e.g. a shell variable)"
@@ -143,3 +155,63 @@ def resolve_with(value: Any, params: Mapping[str, Any]) -> Any:
     if isinstance(value, list):
         return [resolve_with(v, params) for v in value]
     return value
+
+
+def _quote_state(text: str, state: str) -> str:
+    """The quoting bash is in after `text`, starting in `state` (none, single or double)."""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if state == "single":
+            state = "none" if ch == "'" else state
+        elif ch == "\\":
+            i += 1  # an escaped character, outside single quotes
+        elif state == "double":
+            state = "none" if ch == '"' else state
+        elif ch == "'":
+            state = "single"
+        elif ch == '"':
+            state = "double"
+        i += 1
+    return state
+
+
+def _env_name(path: str, taken: dict[str, str]) -> str:
+    base = PARAM_ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", path).upper()
+    name, n = base, 2
+    while taken.get(name, path) != path:  # `a.b_c` and `a_b.c` would share a name
+        name, n = f"{base}_{n}", n + 1
+    return name
+
+
+def shell_command(text: str, params: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """`run:` with every `${params...}` as a quoted environment variable, and those variables.
+
+    Returns (command, {variable: value as text}); the value text is what `resolve_text`
+    would have put into the command. Raises `SpecError` like `resolve_text`.
+    """
+    if "${" not in text:
+        return text, {}
+    try:
+        pieces = parse_template(text)
+    except TemplateError as exc:
+        raise _fail("", str(exc)) from None
+    out: list[str] = []
+    env: dict[str, str] = {}
+    owners: dict[str, str] = {}  # variable -> the parameter path it holds
+    state = "none"
+    for piece in pieces:
+        if isinstance(piece, str):
+            out.append(piece)
+            state = _quote_state(piece, state)
+            continue
+        try:
+            value = get_path(params, piece.path)
+        except KeyError:
+            raise _fail(piece.path, "unknown parameter" + did_you_mean(piece.path, param_paths(params))) from None
+        name = _env_name(piece.path, owners)
+        owners[name] = piece.path
+        env[name] = str(value)
+        ref = "${" + name + "}"
+        out.append({"none": f'"{ref}"', "double": ref, "single": f"'\"{ref}\"'"}[state])
+    return "".join(out), env

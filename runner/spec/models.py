@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     StrictBool,
     Tag,
+    ValidationInfo,
     field_validator,
 )
 
@@ -41,9 +42,11 @@ __all__ = [
     "Entry",
     "GateSpec",
     "ModelSpec",
+    "ParamType",
     "PhaseSpec",
     "ResourcesSpec",
     "RetrySpec",
+    "SetBounds",
     "ShardingSpec",
     "Spec",
     "parse_check",
@@ -72,6 +75,7 @@ def _number_to_text(value: Any) -> Any:
 
 
 Name = Annotated[str, AfterValidator(_check_name)]
+ParamType = Literal["number", "integer", "string", "boolean", "list", "mapping", "null", "any"]
 EnvValue = Annotated[str, BeforeValidator(_number_to_text)]
 
 
@@ -147,13 +151,42 @@ class PhaseSpec(_Model):
         return "shell" if self.run is not None else "python"
 
 
+class SetBounds(_Model):
+    """What an ITERATE decision may set one `may_set` path to: `{}` is anything."""
+
+    min: float | None = None  # numbers only, inclusive
+    max: float | None = None
+    choices: list[Any] | None = None  # the value must equal one of these
+
+    @field_validator("choices")
+    @classmethod
+    def _some_choices(cls, value: list[Any] | None) -> list[Any] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list of choices allows nothing; list the values allowed, or drop the path")
+        return value
+
+    @field_validator("max")
+    @classmethod
+    def _max_not_below_min(cls, value: float | None, info: ValidationInfo) -> float | None:
+        low = info.data.get("min")
+        if value is not None and low is not None and value < low:
+            raise ValueError(f"max {value} is below min {low}")
+        return value
+
+    @property
+    def unbounded(self) -> bool:
+        """`{}`: the path and everything below it, any value of its type."""
+        return self.min is None and self.max is None and self.choices is None
+
+
 class GateSpec(_Model):
     """A point where the run stops for a human decision, with automatic checks."""
 
     gate: Name
     checks: list[str] = Field(default_factory=list)
     iterate_from: str | None = None  # None: the first phase
-    may_set: list[str] | None = None  # None: every parameter
+    # None: every parameter. A list of paths, or path -> bounds of what a decision may set.
+    may_set: list[str] | dict[str, SetBounds] | None = None
     max_iterations: int | None = Field(default=None, ge=1)
     description: str | None = None
 
@@ -161,6 +194,13 @@ class GateSpec(_Model):
     def name(self) -> str:
         """The gate's name, so code can treat phases and gates alike."""
         return self.gate
+
+    @property
+    def bounds(self) -> dict[str, SetBounds]:
+        """`may_set` as path -> bounds (a list's paths are unbounded); {} when it is None."""
+        if isinstance(self.may_set, dict):
+            return dict(self.may_set)
+        return {path: SetBounds() for path in self.may_set or ()}
 
     @property
     def parsed_checks(self) -> list[Check]:
@@ -189,6 +229,8 @@ class Spec(_Model):
     description: str | None = None
     model: ModelSpec | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    # dotted path -> the type(s) `--set` and decisions may give it (default: its own type)
+    param_types: dict[str, ParamType | list[ParamType]] = Field(default_factory=dict)
     budget: BudgetSpec | None = None
     phases: list[Entry]
 

@@ -27,6 +27,7 @@ __all__ = [
     "UnlocatedProblem",
     "apply_overrides",
     "collect_set_args",
+    "declared_types",
     "did_you_mean",
     "get_path",
     "has_path",
@@ -34,6 +35,8 @@ __all__ = [
     "param_paths",
     "parse_set_args",
     "set_path",
+    "type_of",
+    "type_problems",
     "unknown_param_message",
 ]
 
@@ -171,7 +174,84 @@ def parse_set_args(items: Iterable[str]) -> dict[str, Any]:
     return values
 
 
-def override_problems(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[SpecProblem]:
+def type_of(value: Any) -> str:
+    """The `param_types` name of a YAML value: integer, number, string, boolean, list, ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "list" if isinstance(value, list) else "mapping" if isinstance(value, Mapping) else "other"
+
+
+def _fits(kind: str, allowed: Iterable[str]) -> bool:
+    return any(a == "any" or a == kind or (a == "number" and kind == "integer") for a in allowed)
+
+
+_A = {"integer": "a whole number", "number": "a number", "string": "text", "boolean": "true or false",
+      "list": "a list", "mapping": "a mapping", "null": "null"}
+
+
+def _got(value: Any) -> str:
+    kind = type_of(value)
+    if kind == "boolean":
+        return "true" if value else "false"
+    if kind == "string":
+        return f"text {value!r}"
+    if kind in ("list", "mapping"):
+        return _A[kind]
+    return repr(value)
+
+
+def declared_types(param_types: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
+    """`param_types` of a spec as path -> allowed type names (a single name or a list)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for path, kinds in (param_types or {}).items():
+        out[str(path)] = tuple(kinds) if isinstance(kinds, list) else (str(kinds),)
+    return out
+
+
+def type_problems(path: str, current: Any, value: Any,
+                  declared: Mapping[str, tuple[str, ...]] | None = None) -> list[str]:
+    """Why `value` may not replace the parameter `path` (now `current`); empty when it may.
+
+    A value keeps the parameter's type: a whole number stays one (a number may be given as
+    a whole number), text stays text, a list a list, a mapping a mapping (its keys must exist,
+    each checked alike); true/false is not a number. A parameter that is null takes anything.
+    `declared` (the spec's `param_types`) widens or narrows what a path takes. Pure.
+    """
+    kind = type_of(value)
+    allowed = (declared or {}).get(path)
+    if allowed is not None:
+        if _fits(kind, allowed):
+            return []
+        wanted = " or ".join(_A.get(a, a) for a in allowed)
+        return [f"'{path}' takes {wanted} (param_types); got {_got(value)}"]
+    if current is None:
+        return []
+    have = type_of(current)
+    if have == "mapping" and kind == "mapping":
+        out: list[str] = []
+        for key, sub in value.items():
+            child = f"{path}.{key}"
+            if key not in current:
+                out.append(f"'{child}': unknown parameter{did_you_mean(str(key), list(current))}")
+            else:
+                out += type_problems(child, current[key], sub, declared)
+        return out
+    if have == kind or (have == "number" and kind == "integer"):
+        return []
+    return [f"'{path}' is {_A.get(have, have)} in the spec; got {_got(value)}: a value keeps its "
+            "parameter's type (declare other types in the spec's param_types)"]
+
+
+def override_problems(params: Mapping[str, Any], overrides: Mapping[str, Any],
+                      declared: Mapping[str, tuple[str, ...]] | None = None) -> list[SpecProblem]:
     """What is wrong with applying `overrides` to `params` (empty when nothing is)."""
     problems: list[SpecProblem] = []
     for key, value in overrides.items():
@@ -179,7 +259,7 @@ def override_problems(params: Mapping[str, Any], overrides: Mapping[str, Any]) -
             problems.append(_problem(key, unknown_param_message(params, key)))
             continue
         current = get_path(params, key)
-        if isinstance(current, Mapping) and not isinstance(value, Mapping):
+        if isinstance(current, Mapping) and not isinstance(value, Mapping) and key not in (declared or {}):
             # `--set response=0.3` would wipe out a whole group that `${...}` refers into.
             children = param_paths(current)
             example = f"{key}.{children[0]}" if children else key
@@ -187,6 +267,8 @@ def override_problems(params: Mapping[str, Any], overrides: Mapping[str, Any]) -
                 key, f"is a group of parameters; set one of its keys (e.g. '{example}=...') "
                 "or give a mapping",
             ))
+            continue
+        problems += [_problem(key, message) for message in type_problems(key, current, value, declared)]
     return problems
 
 

@@ -20,7 +20,15 @@ from runner.spec.models import GATE_TAG, PHASE_TAG, GateSpec, PhaseSpec, Spec
 from runner.spec.params import did_you_mean
 from runner.spec.yaml_marks import KeyPath, Marks, dotted
 
-__all__ = ["allowed_keys", "describe", "model_at", "non_text_key_message", "problems_from_validation"]
+__all__ = [
+    "allowed_keys",
+    "describe",
+    "error_problem",
+    "merge_union_messages",
+    "model_at",
+    "non_text_key_message",
+    "problems_from_validation",
+]
 
 _TAGS = {PHASE_TAG: PhaseSpec, GATE_TAG: GateSpec}
 
@@ -122,15 +130,22 @@ def _type_message(kind: str, msg: str, value: Any, ctx: Mapping[str, Any]) -> st
     return f"{msg[:1].lower()}{msg[1:]}, got {got}"
 
 
-def _error_problem(err: Mapping[str, Any], root: type[BaseModel], marks: Marks, file: str) -> SpecProblem:
+def error_problem(err: Mapping[str, Any], root: type[BaseModel], marks: Marks, file: str,
+                  prefix: KeyPath = ()) -> SpecProblem:
+    """One pydantic error of validating the data at `prefix` against `root`, located."""
     kind: str = err["type"]
     loc = tuple(err["loc"])
-    path = _without_tags(loc)
+    path = prefix + _without_tags(loc)
     ctx: Mapping[str, Any] = err.get("ctx") or {}
-    if "[key]" in path:  # a mapping key of the wrong type: report it at the key
+    if "[key]" in path:  # a mapping key that is wrong: report it at the key
         where = path[: path.index("[key]")]
         line, col = marks.key(where)
-        return SpecProblem(file, line, col, dotted(where), non_text_key_message(err.get("input")))
+        if kind == "string_type" or not isinstance(err.get("input"), str):
+            return SpecProblem(file, line, col, dotted(where), non_text_key_message(err.get("input")))
+        message = _type_message(kind, str(err.get("msg", "")), err.get("input"), ctx)
+        if message.startswith("expected "):
+            message = "this key must be " + message[len("expected "):]
+        return SpecProblem(file, line, col, dotted(where), message)
     if kind == "extra_forbidden":
         key = path[-1]
         model = model_at(root, loc[:-1])
@@ -154,15 +169,45 @@ def _error_problem(err: Mapping[str, Any], root: type[BaseModel], marks: Marks, 
     return SpecProblem(file, line, col, dotted(path), message)
 
 
+def merge_union_messages(messages: list[str]) -> str:
+    """`expected a number, got 'x'` and `expected a list, got 'x'` (one error per member of a
+    union type) -> `expected a number, or a list, got 'x'`."""
+    unique = list(dict.fromkeys(messages))
+    if len(unique) == 1:
+        return unique[0]
+    if all(m.startswith("expected ") and ", got " in m for m in unique):
+        wanted = [m[len("expected "):].rsplit(", got ", 1)[0] for m in unique]
+        return "expected " + ", or ".join(wanted) + ", got " + unique[0].rsplit(", got ", 1)[1]
+    return "; or ".join(unique)
+
+
+def _in_file(loc: tuple[Any, ...], marks: Marks, missing: bool) -> tuple[Any, ...]:
+    """`loc` without pydantic's union-member tags (`list[str]`): the parts not in the file."""
+    out: list[Any] = []
+    for n, part in enumerate(loc):
+        here = _without_tags(tuple(out) + (part,))
+        if part in _TAGS or part == "[key]" or here in marks.keys or here in marks.values \
+                or (missing and n == len(loc) - 1):
+            out.append(part)
+    return tuple(out)
+
+
 def problems_from_validation(
     exc: ValidationError, marks: Marks, file: str, model: type[BaseModel] = Spec
 ) -> list[SpecProblem]:
     """One located problem per error of validating a YAML file's data against `model`.
 
-    Works for any model (decision files too); `marks` come from `load_with_marks`. Sorted by
+    Works for any model (decision files too); `marks` come from `load_with_marks`. The errors
+    of one value against each member of a union type become one problem. Sorted by
     (line, col), like every list of problems.
     """
-    out: dict[SpecProblem, None] = {}  # ordered and without repeats
+    grouped: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for err in exc.errors(include_url=False):
-        out[_error_problem(err, model, marks, file)] = None
+        loc = _in_file(tuple(err["loc"]), marks, err["type"] == "missing")
+        grouped.setdefault(loc, []).append(dict(err, loc=loc))
+    out: dict[SpecProblem, None] = {}  # ordered and without repeats
+    for errs in grouped.values():
+        first = error_problem(errs[0], model, marks, file)
+        message = merge_union_messages([error_problem(e, model, marks, file).message for e in errs])
+        out[SpecProblem(first.file, first.line, first.col, first.path, message)] = None
     return sorted(out, key=lambda p: (p.line, p.col))

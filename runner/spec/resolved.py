@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import UsageError
-from runner.spec.interpolate import resolve_with
+from runner.spec.interpolate import resolve_with, shell_command
 from runner.spec.models import GateSpec, ModelSpec, PhaseSpec, Spec
 
 __all__ = ["FROZEN_FORMAT", "ResolvedSpec"]
@@ -96,16 +96,28 @@ class ResolvedSpec:
         return dict(result)
 
     def resolved_run(self, phase_name: str, params: dict[str, Any] | None = None) -> str | None:
-        """The phase's shell command with `${params...}` resolved; None for a Python phase."""
+        """The phase's shell command, each `${params...}` a quoted `RUNNER_PARAM_*` variable
+        (`resolved_env` holds their values), so no value becomes shell syntax; None for a
+        Python phase."""
         run = self.phase(phase_name).run
         if run is None:
             return None
-        return str(resolve_with(run, self.params if params is None else params))
+        return shell_command(run, self.params if params is None else params)[0]
 
     def resolved_env(self, phase_name: str, params: dict[str, Any] | None = None) -> dict[str, str]:
-        """The phase's extra environment with `${params...}` resolved, every value as text."""
-        env = resolve_with(self.phase(phase_name).env, self.params if params is None else params)
-        return {k: str(v) for k, v in env.items()}
+        """The phase's extra environment with `${params...}` resolved, every value as text,
+        plus the `RUNNER_PARAM_*` variables its `run:` refers to.
+
+        An environment variable is data to the shell (bash does not parse what a variable
+        holds), so `env:` values are resolved in place.
+        """
+        params = self.params if params is None else params
+        env = resolve_with(self.phase(phase_name).env, params)
+        out = {k: str(v) for k, v in env.items()}
+        run = self.phase(phase_name).run
+        if run is not None:
+            out.update(shell_command(run, params)[1])
+        return out
 
     def resolved_model(self, phase_name: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The phase's model (its own, else the spec's) with `${params...}` resolved, or None."""

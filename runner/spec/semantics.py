@@ -13,10 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import SpecProblem
-from runner.phases.registry import UsesError, resolve_uses
+from runner.phases.registry import BUILTIN_PHASES, UsesError, resolve_uses
 from runner.spec.interpolate import reference_problems
 from runner.spec.models import parse_check
-from runner.spec.params import did_you_mean, has_path, unknown_param_message
+from runner.spec.params import (
+    declared_types,
+    did_you_mean,
+    get_path,
+    has_path,
+    type_of,
+    type_problems,
+    unknown_param_message,
+)
 from runner.spec.problems import non_text_key_message
 from runner.spec.yaml_marks import KeyPath, Marks, dotted
 
@@ -137,7 +145,22 @@ def check_semantics(
                         _scan_refs(c, here + (key,), e[key], effective_params)
     if effective_params is not None and isinstance(data.get("model"), Mapping):
         _scan_refs(c, ("model",), data["model"], effective_params)
+    if spec_params is not None and isinstance(data.get("param_types"), Mapping):
+        _param_types(c, data["param_types"], spec_params)
     return c.problems + key_problems(data, marks, file)
+
+
+def _param_types(c: _Checker, types: Mapping[str, Any], spec_params: Mapping[str, Any]) -> None:
+    """Each `param_types` path names a parameter whose own value is of a declared type."""
+    declared = declared_types({k: v for k, v in types.items() if isinstance(v, (str, list))})
+    for path in types:
+        if not isinstance(path, str):
+            continue
+        if not has_path(spec_params, path):
+            c.at_key(("param_types", path), f"'{path}': {unknown_param_message(spec_params, path)}")
+        elif path in declared:
+            for message in type_problems(path, None, get_path(spec_params, path), declared):
+                c.at_value(("params", *path.split(".")), f"{message}; change the value or its param_types")
 
 
 def _phase(c: _Checker, here: KeyPath, e: Mapping[str, Any], earlier: list[str],
@@ -156,7 +179,9 @@ def _phase(c: _Checker, here: KeyPath, e: Mapping[str, Any], earlier: list[str],
         c.at_value(here, f"{this} has neither 'uses' (a Python function, module:function) nor "
                    "'run' (a shell command); add one")
     uses = e.get("uses")
-    if isinstance(uses, str) and check_uses:
+    # A built-in is not imported here: its module loads torch, and its `with:` model (checked
+    # by `with_options`) is what a spec can get wrong about it.
+    if isinstance(uses, str) and check_uses and uses not in BUILTIN_PHASES:
         try:
             resolve_uses(uses, spec_dir)
         except UsesError as exc:
@@ -200,6 +225,28 @@ def _gate(c: _Checker, here: KeyPath, e: Mapping[str, Any], earlier: list[str],
         for j, path in enumerate(may_set):
             if isinstance(path, str) and not has_path(spec_params, path):
                 c.at_value(here + ("may_set", j), f"'{path}': {unknown_param_message(spec_params, path)}")
+    if isinstance(may_set, Mapping) and spec_params is not None:
+        for path, bounds in may_set.items():
+            if isinstance(path, str):
+                _bounds(c, here + ("may_set", path), path, bounds, spec_params)
+
+
+def _bounds(c: _Checker, where: KeyPath, path: str, bounds: Any, spec_params: Mapping[str, Any]) -> None:
+    """A `may_set` path must exist; `min`/`max` need a number, bounds a single parameter."""
+    if not has_path(spec_params, path):
+        c.at_key(where, f"'{path}': {unknown_param_message(spec_params, path)}")
+        return
+    if not isinstance(bounds, Mapping) or not bounds:
+        return  # `{}`, or a shape pydantic reports
+    current = get_path(spec_params, path)
+    if isinstance(current, Mapping):
+        c.at_key(where, f"'{path}' is a group of parameters: bound its keys one by one "
+                 f"(e.g. '{path}.x: {{min: ...}}'), or give it {{}}")
+        return
+    for key in ("min", "max"):
+        if key in bounds and type_of(current) not in ("integer", "number", "null"):
+            c.at_value(where + (key,), f"'{key}' bounds a number, but '{path}' is "
+                       f"{type_of(current)} in params; use choices")
 
 
 def _scan_refs(c: _Checker, path: KeyPath, value: Any, params: Mapping[str, Any]) -> None:

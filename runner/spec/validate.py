@@ -2,7 +2,8 @@
 
 The order is: read the file; parse YAML with marks (a syntax error or duplicate key stops
 here, since nothing after it can be trusted); then run *all* the other checks — pydantic
-shape, cross-references, `${...}`, `--set` — and raise one `SpecError` holding every problem,
+shape, cross-references, `${...}`, `--set`, each phase's `with:` under its model — and raise
+one `SpecError` holding every problem,
 sorted by place. Fixing a spec is one edit-validate round, not one per mistake.
 """
 
@@ -19,13 +20,14 @@ from pydantic import ValidationError
 
 from runner.errors import SpecError, SpecProblem
 from runner.spec.models import Spec
-from runner.spec.params import collect_set_args, override_problems, set_path
+from runner.spec.params import collect_set_args, declared_types, override_problems, set_path
 from runner.spec.problems import describe, problems_from_validation
 from runner.spec.resolved import ResolvedSpec
 from runner.spec.semantics import check_semantics
+from runner.spec.with_options import with_problems
 from runner.spec.yaml_marks import load_with_marks
 
-__all__ = ["load_spec", "sort_problems"]
+__all__ = ["load_spec", "sort_problems", "with_problems_under"]
 
 _SHAPE = "a mapping with at least 'version', 'name' and 'phases'"
 
@@ -95,7 +97,8 @@ def load_spec(
     problems += set_problems
     effective = spec_params
     if spec_params is not None:
-        bad = override_problems(spec_params, set_values)
+        types = data.get("param_types")
+        bad = override_problems(spec_params, set_values, declared_types(types if isinstance(types, dict) else None))
         problems += bad
         if not bad:
             effective = _apply(spec_params, set_values)
@@ -103,6 +106,9 @@ def load_spec(
     problems += check_semantics(
         data, marks, file, source_path.parent, spec_params, effective, check_uses=check_uses
     )
+    # Each phase's `with:` under its model, resolved as the phase will get it (--set applied).
+    problems += with_problems(data, marks, file, source_path.parent, effective, set_values,
+                              check_uses=check_uses)
     if problems or spec is None:
         # dict.fromkeys: a non-text key is seen by pydantic and by `semantics`; report it once.
         raise SpecError(sort_problems(list(dict.fromkeys(problems))))
@@ -119,6 +125,18 @@ def load_spec(
     if model_problems:
         raise SpecError(sort_problems(model_problems))
     return resolved
+
+
+def with_problems_under(resolved: ResolvedSpec, params: dict[str, Any],
+                        overrides: dict[str, Any]) -> list[SpecProblem]:
+    """The problems of every phase's `with:` if the run went on with `params` (a decision's
+    `set` applied as `overrides`): what `runner validate` would say, for `decide` to refuse
+    a value that the phases' models would refuse at run time."""
+    file = str(resolved.source_path)
+    data, marks = load_with_marks(resolved.source_text, file)
+    if not isinstance(data, dict):
+        return []
+    return sort_problems(with_problems(data, marks, file, resolved.spec_dir, params, overrides))
 
 
 def _model_folder_problems(resolved: ResolvedSpec, data: dict[str, Any], marks: Any, file: str) -> list[SpecProblem]:

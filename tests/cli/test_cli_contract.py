@@ -67,6 +67,18 @@ def test_status_json_has_the_contract_fields(at_iteration2: Path) -> None:
         "review", 1, "iterate", "tester", {"scoring.threshold": 0.0}, False)
 
 
+def test_status_json_gives_each_phase_its_output_dir(at_iteration2: Path) -> None:
+    """Every phase entry has `output_dir`: the absolute folder holding that instance's records
+    (a reused instance: the folder of the instance it reuses; a pending one: where it will be)."""
+    data = status(at_iteration2, "rv")
+    dirs = {(p["name"], p["iteration"]): Path(p["output_dir"]) for p in data["phases"]}
+    assert all(d.is_absolute() for d in dirs.values())
+    assert all(dirs[(p["name"], p["iteration"])].is_dir() for p in data["phases"] if p["status"] != "pending")
+    assert dirs[("score", 2)] == (at_iteration2 / "rv" / "phases" / "score.i2").absolute()
+    assert dirs[("make_items", 2)] == dirs[("make_items", 1)]
+    assert (dirs[("score", 2)] / "records.jsonl").is_file()
+
+
 def test_status_without_run_id_lists_every_run(review_at_gate: Path, pipeline: dict[str, Any],
                                                budget_run: dict[str, Any], tmp_path: Path) -> None:
     """`status` without a run id prints every run of the state dir, one line each."""

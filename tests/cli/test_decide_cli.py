@@ -143,6 +143,21 @@ def test_status_ready_after_iterate(at_gate: Path) -> None:
     assert data["decisions"][0]["set"] == {"scoring.threshold": 0.1}
 
 
+def test_pending_gate_is_null_once_decided(at_gate: Path) -> None:
+    """A recorded decision ends the gate's pending: `pending_gate` null before `resume`."""
+    assert status(at_gate, RUN)["pending_gate"] == "review"
+    decide(at_gate, RUN, "review", "iterate", "--set", "scoring.threshold=0.1")
+    data = status(at_gate, RUN)
+    assert (data["status"], data["pending_gate"]) == ("ready", None)
+
+
+def test_pending_gate_is_null_once_aborted(at_gate: Path) -> None:
+    """After ABORT, before `resume` journals it, the run is `aborted` with no pending gate."""
+    decide(at_gate, RUN, "review", "abort")
+    data = status(at_gate, RUN)
+    assert (data["status"], data["pending_gate"]) == ("aborted", None)
+
+
 def test_status_aborted_after_abort(at_gate: Path) -> None:
     """After ABORT the run is `aborted`."""
     decide(at_gate, RUN, "review", "abort")

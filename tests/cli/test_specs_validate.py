@@ -65,3 +65,43 @@ def test_example_reviewer_flow(tmp_path: Path) -> None:
     assert [d["decision"] for d in data["decisions"]] == ["iterate", "proceed"]
     assert {(p["name"], p["status"]) for p in data["phases"] if p["iteration"] == 2} == {
         ("make_items", "reused"), ("score", "succeeded"), ("summarize", "succeeded")}
+
+
+def _demo_with_typos(tmp_path: Path) -> Path:
+    """specs/demo.yaml (its paths made absolute), with the issue's two mistakes in it."""
+    text = (SPECS / "demo.yaml").read_text().replace("../fixtures/", f"{SPECS.parent}/fixtures/")
+    text = text.replace("      temperature: ${params.response.temperature}", "      temperatur: ${params.response.temperature}")
+    text = text.replace("      kind: pair\n", "      kind: pairs\n")
+    path = tmp_path / "demo.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_validate_catches_the_issue_demo_typos_with_their_lines(tmp_path: Path) -> None:
+    """`temperatur:` in generate_responses and `kind: pairs` in a critic: both found, located."""
+    spec = _demo_with_typos(tmp_path)
+    proc = ok(cli(tmp_path / "state", "validate", str(spec)), 2)
+    lines = (SPECS / "demo.yaml").read_text().splitlines()
+    temp = next(n for n, t in enumerate(lines, 1) if t == "      temperature: ${params.response.temperature}")
+    kind = next(n for n, t in enumerate(lines, 1) if t == "      kind: pair")
+    assert proc.stderr.splitlines() == [
+        f"{spec}:{temp}:7: phases[2].with.temperatur: unknown key 'temperatur'; did you mean 'temperature'?",
+        f"{spec}:{kind}:13: phases[3].with.kind: expected one of 'instruction' or 'pair', got 'pairs'; "
+        "did you mean 'pair'?",
+    ]
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize(("value", "says"), [
+    ("-1", "input should be greater than or equal to 0, got -1; it reaches phases[2].with.temperature"),
+    ("hot", "'response.temperature' is a number in the spec; got text 'hot'"),
+])
+def test_a_bad_set_value_is_refused_before_anything_is_written(tmp_path: Path, command: str, value: str,
+                                                               says: str) -> None:
+    """`--set response.temperature=-1` fails the phase's model, `=hot` the parameter's type:
+    validate and run exit 2, one line, and no run folder is made."""
+    state = tmp_path / "state"
+    proc = ok(cli(state, command, str(SPECS / "demo.yaml"), "--set", f"response.temperature={value}"), 2)
+    assert proc.stderr.splitlines() == [f"error: --set: response.temperature: {says}" + (
+        "" if value == "-1" else ": a value keeps its parameter's type (declare other types in the spec's param_types)")]
+    assert not state.exists()

@@ -17,7 +17,8 @@ from runner.machine import (
     apply,
     param_paths,
 )
-from runner.review.decisions import DecisionRequest, refusals, to_record
+from runner.review.decisions import DecisionRequest, bound_problem, refusals, set_refusals, to_record
+from runner.spec import SetBounds
 
 PARAMS = {"response": {"temperature": 0.4, "max_new_tokens": 128}, "count": 3}
 PLAN = Plan((PhaseStep("make"), PhaseStep("qc"),
@@ -186,3 +187,33 @@ def test_to_record_copies_the_request():
     assert (record.gate, record.iteration, record.decision, record.set, record.override_checks,
             record.at, record.packet_sha256) == ("pilot", 3, "iterate", {"count": 2}, True, T,
                                                  "abc")
+
+
+# -- typed, bounded values of `set` ------------------------------------------------------------
+
+BOUNDS = {"response.temperature": SetBounds(min=0.1, max=1.0), "response": SetBounds()}
+
+
+def test_set_keeps_the_parameter_type() -> None:
+    """Text for a number is refused; a whole number for a number is not."""
+    assert "got text '0.5'" in set_refusals(PARAMS, {"response.temperature": "0.5"}, BOUNDS, None)[0]
+    assert set_refusals(PARAMS, {"response.temperature": 1}, BOUNDS, None) == []
+
+
+def test_bounds_reach_through_a_mapping_set_on_the_group() -> None:
+    """`response={temperature: 5}` under an unbounded `response` still meets temperature's max."""
+    [why] = set_refusals(PARAMS, {"response": {"temperature": 5.0}}, BOUNDS, None)
+    assert "above the gate's max 1" in why
+
+
+def test_choices_compare_kinds() -> None:
+    """true is not the choice 1, and '1' is not 1."""
+    bounds = SetBounds(choices=[1, "a"])
+    assert bound_problem("x", True, bounds) and bound_problem("x", "1", bounds)
+    assert bound_problem("x", 1, bounds) is None and bound_problem("x", "a", bounds) is None
+
+
+def test_declared_types_override_the_parameter_type() -> None:
+    """param_types {count: [integer, string]} lets text through."""
+    assert set_refusals(PARAMS, {"count": "auto"}, {}, {"count": ["integer", "string"]}) == []
+    assert set_refusals(PARAMS, {"count": [1]}, {}, {"count": ["integer", "string"]})

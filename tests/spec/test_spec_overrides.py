@@ -78,3 +78,42 @@ def test_load_spec_reports_set_with_file_problems(problems: Callable[..., list[S
     found = problems(valid.replace("version: 1", "version: 9"), ["respons.temperature=1"])
     assert next((p.file, p.path) for p in found) == ("--set", "respons.temperature")
     assert found[1].path == "version"
+
+
+# -- a value keeps its parameter's type ----------------------------------------------------------
+
+TYPED = {"lr": 0.1, "count": 3, "flag": True, "name": "a", "items": [1], "group": {"x": 1}, "unset": None}
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("lr", "0.1; touch pwned"), ("lr", True), ("count", 2.5), ("flag", 1), ("name", 3),
+    ("items", "1"), ("group", {"x": "one"}), ("group", {"y": 1}),
+])
+def test_a_value_of_another_type_is_refused(key: str, value: object) -> None:
+    """Text for a number, true for a number, 2.5 for a whole number, a scalar for a list..."""
+    with pytest.raises(SpecError):
+        apply_overrides(TYPED, {key: value})
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("lr", 1), ("lr", 0.5), ("count", 4), ("flag", False), ("name", "0.1; x"), ("items", [1, 2]),
+    ("group", {"x": 2}), ("unset", "anything"),
+])
+def test_a_value_of_the_same_type_is_accepted(key: str, value: object) -> None:
+    """A whole number for a number widens; a null parameter takes anything."""
+    assert apply_overrides(TYPED, {key: value})[key] == value
+
+
+def test_param_types_declares_other_types(write: Callable[..., Path], one: One) -> None:
+    """`param_types: {lr: [number, string]}` lets --set give text; other types stay refused."""
+    spec = "version: 1\nname: t\nparams: {lr: 0.1}\nparam_types: {lr: [number, string]}\nphases:\n  - name: a\n    run: 'true'\n"
+    assert load_spec(write(spec), ["lr=auto"]).params == {"lr": "auto"}
+    assert "takes a number or text (param_types); got a list" in one(spec, ["lr=[1]"]).message
+
+
+def test_param_types_must_name_a_parameter_and_fit_its_value(problems: Callable[..., list[SpecProblem]]) -> None:
+    """A declared path that is no parameter, and a value its declaration does not allow."""
+    found = problems("version: 1\nname: t\nparams: {lr: 0.1}\nparam_types: {lt: string, lr: string}\n"
+                     "phases:\n  - name: a\n    run: 'true'\n")
+    assert [(p.path, p.message.split(";")[0]) for p in found] == [
+        ("params.lr", "'lr' takes text (param_types)"), ("param_types.lt", "'lt': unknown parameter")]

@@ -77,8 +77,10 @@ def test_resolved_with_explicit_params(resolved: ResolvedSpec) -> None:
 
 
 def test_resolved_run_and_env(resolved: ResolvedSpec) -> None:
-    """resolved_run interpolates the command; resolved_env gives text values."""
-    assert resolved.resolved_run("make") == "echo 3"
+    """resolved_run refers to each parameter through a quoted variable that resolved_env
+    holds; `env:` values are resolved as text."""
+    assert resolved.resolved_run("make") == 'echo "${RUNNER_PARAM_N}"'
+    assert resolved.resolved_env("make") == {"RUNNER_PARAM_N": "3"}
     assert resolved.resolved_env("qc") == {"N": "3", "GPU": "0"}
 
 

@@ -177,3 +177,22 @@ def test_folder_without_config_is_not_a_model(tmp_path):
     spec.write_text("version: 1\nname: m\nmodel: {path: empty}\nphases:\n  - name: a\n    run: 'true'\n")
     with pytest.raises(SpecError, match=r"without config\.json"):
         load_spec(str(spec))
+
+
+def test_may_set_bounds_validate(write: Callable[..., Path], valid: str) -> None:
+    """The contract's mapping form of `may_set` loads, bounds by path."""
+    text = valid.replace("    checks:", "    may_set: {response.temperature: {min: 0.1, max: 1.0}, count: {choices: [3, 5]}, response: {}}\n    checks:")
+    gate = load_spec(write(text)).gate("review")
+    assert (gate.bounds["response.temperature"].max, gate.bounds["count"].choices, gate.bounds["response"].unbounded) == (1.0, [3, 5], True)
+
+
+def test_may_set_bounds_problems(problems: Callable[..., list[SpecProblem]], valid: str) -> None:
+    """An unknown path, min on a parameter that is no number, bounds on a group, max < min."""
+    text = valid.replace("params:\n", "params:\n  style: short\n").replace(
+        "    checks:", "    may_set:\n      respons.x: {}\n      style: {min: 1}\n      response: {max: 2}\n"
+        "      count: {min: 2, max: 1}\n    checks:")
+    found = {p.path: p.message for p in problems(text)}
+    assert "did you mean" in found["phases[2].may_set.respons.x"]
+    assert "bounds a number" in found["phases[2].may_set.style.min"]
+    assert "is a group of parameters" in found["phases[2].may_set.response"]
+    assert found["phases[2].may_set.count.max"] == "max 1.0 is below min 2.0"

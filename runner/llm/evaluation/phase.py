@@ -46,23 +46,27 @@ from typing import Any
 import torch
 
 from runner.errors import PhaseError
-from runner.llm.builtin import Params, input_names, model_spec, own_records, progress, provenance
+from runner.llm.builtin import (
+    input_names,
+    model_spec,
+    options_of,
+    own_records,
+    progress,
+    provenance,
+    template_overrides,
+)
 from runner.llm.decoding.generation import SamplingParams, generate
 from runner.llm.evaluation.mcnemar import discordant, mcnemar_exact
-from runner.llm.evaluation.verifiable import check, validate_args
+from runner.llm.evaluation.options import DEFAULT_EVAL_SET, DEFAULT_FEWSHOT, EvaluateOptions, read_eval_set
+from runner.llm.evaluation.verifiable import check
 from runner.llm.loading.loader import LoadedModel, load_model, model_fingerprint
 from runner.llm.text.cleaning import cut
 from runner.llm.text.prompts import load_fewshot, pick_shots, response_prompt, templates_from
 from runner.llm.text.sft_format import sft_prompt
 from runner.llm.text.templates import Templates
 
-__all__ = ["DEFAULT_EVAL_SET", "DEFAULT_FEWSHOT", "EVALUATE_KEYS", "evaluate", "load_eval_set"]
+__all__ = ["DEFAULT_EVAL_SET", "DEFAULT_FEWSHOT", "evaluate", "load_eval_set"]
 
-EVALUATE_KEYS = {"eval_set", "limit", "batch_size", "max_new_tokens", "base_fewshot", "shots",
-                 "adapter_from", "adapter_dir", "alpha", "templates"}
-_FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "eval"
-DEFAULT_EVAL_SET = _FIXTURES / "verifiable.jsonl"
-DEFAULT_FEWSHOT = _FIXTURES / "fewshot.jsonl"
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 
 
@@ -77,34 +81,10 @@ def _resolve(path: str | Path, spec_dir: Path | None) -> Path:
 
 def load_eval_set(path: Path, phase: str) -> tuple[list[dict[str, Any]], str]:
     """The items of an eval-set JSONL file (checkers and args validated) and its sha256."""
-    if not path.is_file():
-        raise PhaseError(phase, f"eval set not found: {path}")
-    data = path.read_bytes()
-    items: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for lineno, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PhaseError(phase, f"{where}: not JSON: {exc.msg}") from None
-        missing = [k for k in ("id", "instruction", "checker") if k not in item]
-        if missing:
-            raise PhaseError(phase, f"{where}: missing key(s) {', '.join(missing)}")
-        try:
-            validate_args(item["checker"], item.get("args") or {})
-        except ValueError as exc:
-            raise PhaseError(phase, f"{where}: {exc}") from None
-        if str(item["id"]) in seen:
-            raise PhaseError(phase, f"{where}: duplicate id {item['id']!r}")
-        seen.add(str(item["id"]))
-        items.append({"id": str(item["id"]), "instruction": str(item["instruction"]),
-                      "checker": item["checker"], "args": dict(item.get("args") or {})})
-    if not items:
-        raise PhaseError(phase, f"eval set {path} holds no items")
-    return items, _sha256(data)
+    try:
+        return read_eval_set(path)
+    except ValueError as exc:
+        raise PhaseError(phase, str(exc)) from None
 
 
 def _adapter_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -113,20 +93,19 @@ def _adapter_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     return found[-1] if found else None
 
 
-def _find_adapter(ctx: Any, p: Params) -> tuple[Path, str | None, dict[str, Any]]:
+def _find_adapter(ctx: Any, o: EvaluateOptions) -> tuple[Path, str | None, dict[str, Any]]:
     """The adapter folder (from `adapter_dir`, `adapter_from`, or the latest earlier phase
     whose records name one), the phase it came from, and that phase's record (or {})."""
-    if p.get("adapter_dir") is not None and p.get("adapter_from") is not None:
-        raise PhaseError(p.phase, "give with.adapter_dir or with.adapter_from, not both")
-    source: str | None = p.get("adapter_from")
+    phase = str(ctx.phase)
+    source: str | None = o.adapter_from
     record: dict[str, Any] | None = None
-    if p.get("adapter_dir") is not None:
-        record = {"adapter_dir": str(p.get("adapter_dir"))}
+    if o.adapter_dir is not None:
+        record = {"adapter_dir": o.adapter_dir}
         source = None
     elif source is not None:
         record = _adapter_record(list(ctx.input(source)))
         if record is None:
-            raise PhaseError(p.phase, f"no record of phase '{source}' has an adapter_dir")
+            raise PhaseError(phase, f"no record of phase '{source}' has an adapter_dir")
     else:
         for name in reversed(input_names(ctx)):
             try:
@@ -137,19 +116,19 @@ def _find_adapter(ctx: Any, p: Params) -> tuple[Path, str | None, dict[str, Any]
                 source = name
                 break
         if record is None:
-            raise PhaseError(p.phase, "with.adapter_from is required: no earlier phase's "
+            raise PhaseError(phase, "with.adapter_from is required: no earlier phase's "
                              "records name an adapter_dir")
     path = _resolve(str(record["adapter_dir"]), getattr(ctx, "spec_dir", None))
     if not (path / "adapter_config.json").is_file():
-        raise PhaseError(p.phase, f"no LoRA adapter (adapter_config.json) in {path}")
+        raise PhaseError(phase, f"no LoRA adapter (adapter_config.json) in {path}")
     return path.resolve(), source, record
 
 
-def _sft_templates(p: Params, record: dict[str, Any], base_t: Templates) -> Templates:
+def _sft_templates(ctx: Any, o: EvaluateOptions, record: dict[str, Any], base_t: Templates) -> Templates:
     """The format the adapter was trained in: `with.templates` if given, else the templates
     the sft phase recorded beside its adapter, else the defaults (those of the base prompt)."""
-    if p.get("templates") is None and isinstance(record.get("templates"), dict):
-        return templates_from(record["templates"], p.phase)
+    if o.templates is None and isinstance(record.get("templates"), dict):
+        return templates_from(record["templates"], str(ctx.phase))
     return base_t
 
 
@@ -219,25 +198,23 @@ def _metrics(records: list[dict[str, Any]], alpha: float) -> dict[str, float]:
 
 def evaluate(ctx: Any) -> dict[str, float]:
     """Base vs tuned model on verifiable instructions; pass rates and McNemar's exact test."""
-    p = Params(ctx, EVALUATE_KEYS)
+    o = options_of(ctx, EvaluateOptions)
     spec_dir = getattr(ctx, "spec_dir", None)
-    eval_path = _resolve(p.get("eval_set", DEFAULT_EVAL_SET), spec_dir)
+    eval_path = _resolve(o.eval_set or DEFAULT_EVAL_SET, spec_dir)
     items, eval_sha = load_eval_set(eval_path, ctx.phase)
-    if p.get("limit") is not None:
-        items = items[: p.integer("limit", None, 1)]  # the set is balanced in every prefix
-    alpha = p.number("alpha", 0.01, 1e-12, 1.0 - 1e-12)
-    batch_size = p.integer("batch_size", 16, 1)
-    t = templates_from(p.get("templates"), ctx.phase)
+    if o.limit is not None:
+        items = items[: o.limit]  # the set is balanced in every prefix
+    alpha, batch_size = o.alpha, o.batch_size
+    t = templates_from(template_overrides(o.templates), ctx.phase)
     sampling = SamplingParams(temperature=0.0, top_p=1.0, repetition_penalty=1.0,
-                              max_new_tokens=p.integer("max_new_tokens", 96, 1),
-                              stop_strings=t.stop_strings)
-    fewshot = str(p.get("base_fewshot", DEFAULT_FEWSHOT))
+                              max_new_tokens=o.max_new_tokens, stop_strings=t.stop_strings)
+    fewshot = str(o.base_fewshot or DEFAULT_FEWSHOT)
     pool = load_fewshot(fewshot, spec_dir, ("instruction", "response"), ctx.phase)
-    shots = p.integer("shots", 3, 0)
-    adapter, source, adapter_record = _find_adapter(ctx, p)
-    sft_t = _sft_templates(p, adapter_record, t)
+    shots = o.shots
+    adapter, source, adapter_record = _find_adapter(ctx, o)
+    sft_t = _sft_templates(ctx, o, adapter_record, t)
     sft_sampling = replace(sampling, stop_strings=sft_t.stop_strings)
-    spec = model_spec(ctx, p)
+    spec = model_spec(ctx)
     trained_on = adapter_record.get("base_model")
     if trained_on and Path(str(trained_on)).resolve() != Path(str(spec["path"])).resolve():
         ctx.log.warning("adapter_base_model_differs", phase=ctx.phase, adapter=str(adapter),

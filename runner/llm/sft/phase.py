@@ -35,13 +35,12 @@ import resource
 import secrets
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from runner.errors import PhaseError
-from runner.llm.builtin import Params, default_source, model_spec
+from runner.llm.builtin import default_source, model_spec, options_of, template_overrides
 from runner.llm.loading.loader import load_tokenizer, resolve_device
 from runner.llm.sft.checkpoint import (
     Checkpoint,
@@ -54,59 +53,33 @@ from runner.llm.sft.checkpoint import (
 )
 from runner.llm.sft.data import DataStream, tokenize_pairs
 from runner.llm.sft.model import LoraSettings, load_for_training
-from runner.llm.sft.train import SCHEDULES, SftTrainer, TrainConfig
+from runner.llm.sft.options import SftOptions
+from runner.llm.sft.train import SftTrainer, TrainConfig
 from runner.llm.text.prompts import templates_from
 from runner.llm.text.sft_format import sft_example
 from runner.store.atomic import fsync_dir
 
-__all__ = ["SFT_KEYS", "sft"]
+__all__ = ["sft"]
 
-SFT_KEYS = {
-    "source", "templates", "lora", "learning_rate", "schedule", "warmup_steps", "steps",
-    "epochs", "batch_size", "grad_accum", "max_seq_len", "packing", "checkpoint_every",
-    "keep_checkpoints", "loss_chunk", "seed", "gradient_checkpointing", "weight_decay",
-    "max_grad_norm", "log_every",
-}
-_LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
+def _lora(o: SftOptions) -> LoraSettings:
+    targets = o.lora.target_modules
+    return LoraSettings(r=o.lora.r, alpha=o.lora.alpha, dropout=o.lora.dropout,
+                        target_modules=targets if isinstance(targets, str) else tuple(targets))
 
 
-def _lora(p: Params) -> LoraSettings:
-    raw = p.get("lora", {})
-    if not isinstance(raw, dict):
-        raise PhaseError(p.phase, f"with.lora must be a mapping, got {raw!r}")
-    # The same checks (unknown keys with a hint, ranges) on the nested mapping.
-    sub = Params(SimpleNamespace(phase=p.phase, params=raw), _LORA_KEYS)
-    targets = sub.get("target_modules", "all-linear")
-    if isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets):
-        targets = tuple(targets)
-    elif not isinstance(targets, str):
-        raise PhaseError(p.phase, "with.lora.target_modules must be 'all-linear' or a list "
-                         f"of module names, got {targets!r}")
-    return LoraSettings(r=sub.integer("r", 16, 1), alpha=sub.number("alpha", 32.0, 0.0),
-                        dropout=sub.number("dropout", 0.05, 0.0, 1.0), target_modules=targets)
-
-
-def _flag(p: Params, key: str, default: bool) -> bool:
-    value = p.get(key, default)
-    if not isinstance(value, bool):
-        raise PhaseError(p.phase, f"with.{key} must be true or false, got {value!r}")
-    return value
-
-
-def _checkpointing(p: Params, default: float) -> float:
+def _checkpointing(o: SftOptions, default: float) -> float:
     """with.gradient_checkpointing: true (every layer), false, or the fraction of layers."""
-    value = p.get("gradient_checkpointing", default)
+    value = o.gradient_checkpointing
+    if value is None:
+        return default
     if isinstance(value, bool):
         return 1.0 if value else 0.0
-    if isinstance(value, (int, float)) and 0 <= value <= 1:
-        return float(value)
-    raise PhaseError(p.phase, "with.gradient_checkpointing must be true, false or a fraction "
-                     f"of the layers in [0, 1], got {value!r}")
+    return float(value)
 
 
-def _pairs(ctx: Any, p: Params, templates: Any) -> tuple[str, list[tuple[str, str]]]:
+def _pairs(ctx: Any, o: SftOptions, templates: Any) -> tuple[str, list[tuple[str, str]]]:
     stages = ("pair_critic", "responses", "merged")
-    source = str(p.get("source") or default_source(ctx, stages, ctx.phase))
+    source = str(o.source or default_source(ctx, stages, ctx.phase))
     records = [r for r in ctx.input(source)
                if r.get("instruction") and r.get("response") and r.get("keep", True) is not False]
     if not records:
@@ -174,23 +147,19 @@ def _train(ctx: Any, trainer: SftTrainer, ckpt_root: Path, every: int, keep: int
 
 def sft(ctx: Any) -> dict[str, float]:
     """Train LoRA adapters on the source's pairs; resume from the newest checkpoint."""
-    p = Params(ctx, SFT_KEYS)
-    lora = _lora(p)
-    templates = templates_from(p.get("templates"), ctx.phase)
-    if p.get("steps") is not None and p.get("epochs") is not None:
-        raise PhaseError(ctx.phase, "give with.steps or with.epochs, not both")
-    schedule = str(p.get("schedule", "cosine"))
-    if schedule not in SCHEDULES:
-        raise PhaseError(ctx.phase, f"with.schedule must be one of {', '.join(SCHEDULES)}")
-    seed = p.integer("seed", int(ctx.seed), 0)
-    batch_size, grad_accum = p.integer("batch_size", 8, 1), p.integer("grad_accum", 1, 1)
-    max_seq_len, packing = p.integer("max_seq_len", 512, 8), _flag(p, "packing", True)
-    every, keep = p.integer("checkpoint_every", 10, 1), p.integer("keep_checkpoints", 2, 1)
-    log_every = p.integer("log_every", 5, 1)
+    o = options_of(ctx, SftOptions)  # steps and epochs together: refused there
+    lora = _lora(o)
+    templates = templates_from(template_overrides(o.templates), ctx.phase)
+    schedule = o.schedule
+    seed = o.seed if o.seed is not None else int(ctx.seed)
+    batch_size, grad_accum = o.batch_size, o.grad_accum
+    max_seq_len, packing = o.max_seq_len, o.packing
+    every, keep = o.checkpoint_every, o.keep_checkpoints
+    log_every = o.log_every
 
-    spec = model_spec(ctx, p)
+    spec = model_spec(ctx)
     device = resolve_device(spec.get("device"), ctx.phase)
-    source, pairs = _pairs(ctx, p, templates)
+    source, pairs = _pairs(ctx, o, templates)
     tok = load_tokenizer(spec, ctx.phase)
     examples, skipped, truncated = tokenize_pairs(tok, pairs, max_seq_len)
     if not examples:
@@ -198,19 +167,17 @@ def sft(ctx: Any) -> dict[str, float]:
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     stream = DataStream(examples, seed, batch_size, max_seq_len, packing, pad_id)
     total_micro: int | None = None
-    if p.get("steps") is not None:
-        total_steps = p.integer("steps", None, 1)
+    if o.steps is not None:
+        total_steps = o.steps
     else:
-        epochs = p.integer("epochs", 1, 1)
+        epochs = o.epochs or 1
         total_micro = sum(stream.micro_batches_in_epoch(e) for e in range(epochs))
         total_steps = math.ceil(total_micro / grad_accum)
     cfg = TrainConfig(
-        learning_rate=p.number("learning_rate", 2e-4, 0.0), schedule=schedule,
-        warmup_steps=p.integer("warmup_steps", 0, 0), total_steps=total_steps,
+        learning_rate=o.learning_rate, schedule=schedule,
+        warmup_steps=o.warmup_steps, total_steps=total_steps,
         total_micro_batches=total_micro, grad_accum=grad_accum,
-        loss_chunk=p.integer("loss_chunk", 1024, 1),
-        weight_decay=p.number("weight_decay", 0.0, 0.0),
-        max_grad_norm=p.number("max_grad_norm", 1.0, 0.0),
+        loss_chunk=o.loss_chunk, weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm,
     )
     if device.type == "cuda":
         ctx.mark_cuda()
@@ -219,7 +186,7 @@ def sft(ctx: Any) -> dict[str, float]:
         why = "model.device is cpu" if spec.get("device") == "cpu" else "CUDA is not available"
         ctx.log.warning("sft_cpu_fallback", reason=why, detail="training the same LoRA on a "
                         "float32 model: no 4-bit quantisation, no bf16 compute")
-    checkpointing = _checkpointing(p, 1.0 if device.type == "cuda" else 0.0)
+    checkpointing = _checkpointing(o, 1.0 if device.type == "cuda" else 0.0)
     model = load_for_training(str(spec["path"]), device, lora, seed, checkpointing, ctx.phase)
     trainer = SftTrainer(model, stream, cfg, device)
 

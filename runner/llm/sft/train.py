@@ -20,10 +20,10 @@ import torch
 from runner.llm.sft.data import DataPosition, DataStream
 from runner.llm.sft.loss import sft_loss_sum
 from runner.llm.sft.model import adapter_state, load_adapter_state, trainable_parameters
+from runner.llm.sft.options import SCHEDULES
 
 __all__ = ["SCHEDULES", "SftTrainer", "StepStats", "TrainConfig"]
 
-SCHEDULES = ("cosine", "linear", "constant")
 
 
 @dataclass(frozen=True)

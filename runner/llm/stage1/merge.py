@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import PhaseError
-from runner.llm.builtin import Params
+from runner.llm.builtin import options_of
+from runner.llm.stage1.options import MergeOptions
 from runner.llm.stage1.qc import compute_metrics
 from runner.llm.text.cleaning import CLASSES, normalise
 
 __all__ = ["ADDITIVE_RECOUNTS", "merge", "recount"]
 
-MERGE_KEYS = {"phases", "batch_size"}
 ROLES = ("instructions", "instruction_critic", "responses", "pair_critic")
 
 # How each additive shard metric is recomputed from records; the same definitions the
@@ -74,11 +74,8 @@ def _check_shards(phase: str, folder: Path, records_path: Path, records: list[di
 
 def merge(ctx: Any) -> dict[str, float]:
     """Join, check, deduplicate and re-measure the sharded outputs."""
-    p = Params(ctx, MERGE_KEYS)
-    roles: dict[str, str] = dict(p.get("phases") or {})
-    unknown = sorted(set(roles) - set(ROLES))
-    if unknown or "pair_critic" not in roles:
-        raise PhaseError(ctx.phase, f"with.phases needs role pair_critic and only roles {', '.join(ROLES)}; got {sorted(roles)}")
+    o = options_of(ctx, MergeOptions)
+    roles: dict[str, str] = {str(k): v for k, v in o.phases.items()}  # checked by MergeOptions
     metrics: dict[str, float] = {}
     by_role: dict[str, list[dict[str, Any]]] = {}
     shards = 0
@@ -98,7 +95,7 @@ def merge(ctx: Any) -> dict[str, float]:
         seen.add(key)
         kept.append(record)
     accepted = sum(1 for r in by_role["pair_critic"] if r.get("keep", True) and r.get("instruction"))
-    for batch in ctx.batches(kept, size=int(p.get("batch_size") or 1000)):
+    for batch in ctx.batches(kept, size=o.batch_size):
         batch.write(batch.items)
     metrics.update(compute_metrics(by_role, {name: by_role[role] for role, name in roles.items()}))
     metrics.update({"merged": float(len(kept)), "duplicates_removed": float(accepted - len(kept)),

@@ -6,7 +6,7 @@ writes the same records as an uninterrupted run (on CPU). The model is loaded la
 first batch that needs it: a resumed phase with nothing left to do, or a critic whose scores
 are all cached, loads none. Every generated output is kept as a record, whatever its class,
 because QC rates need the failures in their denominators; `keep: true` marks the records a
-later phase uses. `PHASE_KEYS` lists the `with:` keys of each phase (others are an error).
+later phase uses. Each phase's `with:` keys, types and defaults are its model in `options.py`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from runner.errors import PhaseError
 from runner.llm.builtin import (
-    Params,
     default_source,
     model_spec,
+    options_of,
     own_records,
     progress,
     provenance,
     stage_of,
+    template_overrides,
     usable_instructions,
 )
 from runner.llm.critic import scoring as critic_lib
@@ -41,7 +41,12 @@ from runner.llm.loading.loader import (
     resolve_device,
     resolve_dtype,
 )
-from runner.llm.stage1.qc import QC_KEYS, qc
+from runner.llm.stage1.options import (
+    CriticFilterOptions,
+    GenerateInstructionsOptions,
+    GenerateResponsesOptions,
+)
+from runner.llm.stage1.qc import qc
 from runner.llm.text.cleaning import CLASSES, classify, parse_instruction
 from runner.llm.text.prompts import (
     critic_prompt,
@@ -53,16 +58,7 @@ from runner.llm.text.prompts import (
 )
 from runner.llm.text.templates import Templates
 
-__all__ = ["PHASE_KEYS", "critic_filter", "generate_instructions", "generate_responses", "qc"]
-
-_COMMON = {"batch_size", "fewshot", "shots", "templates"}
-_SAMPLING = _COMMON | {"temperature", "top_p", "repetition_penalty", "max_new_tokens"}
-PHASE_KEYS: dict[str, set[str]] = {
-    "generate_instructions": _SAMPLING | {"count", "oversample"},
-    "generate_responses": _SAMPLING | {"source"},
-    "critic_filter": _COMMON | {"source", "kind", "confidence_threshold", "labels"},
-    "qc": set(QC_KEYS),
-}
+__all__ = ["critic_filter", "generate_instructions", "generate_responses", "qc"]
 
 
 class _Model:
@@ -88,20 +84,18 @@ class _Setup:
     """What both generators read from `with:`: templates, sampling, few-shot pool, model."""
 
     def __init__(
-        self, ctx: Any, p: Params, temperature: float, max_new: int, need: tuple[str, ...]
+        self, ctx: Any, o: GenerateInstructionsOptions | GenerateResponsesOptions,
+        need: tuple[str, ...],
     ) -> None:
-        self.t: Templates = templates_from(p.get("templates"), ctx.phase)
+        self.t: Templates = templates_from(template_overrides(o.templates), ctx.phase)
         self.sampling = SamplingParams(
-            temperature=p.number("temperature", temperature, 0.0),
-            top_p=p.number("top_p", 0.95, 0.0, 1.0),
-            repetition_penalty=p.number("repetition_penalty", 1.1, 0.01),
-            max_new_tokens=p.integer("max_new_tokens", max_new, 1),
-            stop_strings=self.t.stop_strings,
+            temperature=o.temperature, top_p=o.top_p, repetition_penalty=o.repetition_penalty,
+            max_new_tokens=o.max_new_tokens, stop_strings=self.t.stop_strings,
         )
-        self.shots = p.integer("shots", 3, 0)
-        self.fewshot = str(p.required("fewshot"))
+        self.shots = o.shots
+        self.fewshot = o.fewshot
         self.pool = load_fewshot(self.fewshot, getattr(ctx, "spec_dir", None), need, ctx.phase)
-        spec = model_spec(ctx, p)
+        spec = model_spec(ctx)
         self.model = _Model(ctx, spec)
         self.model_hash = model_fingerprint(spec, ctx.phase).model_hash
         self.settings: dict[str, Any] = {"shots": self.shots, "fewshot": self.fewshot,
@@ -147,11 +141,9 @@ def _generation_metrics(records: list[dict[str, Any]], kept: int) -> dict[str, f
 
 def generate_instructions(ctx: Any) -> dict[str, float]:
     """Few-shot instruction generation: ceil(count * oversample) samples, each classified."""
-    p = Params(ctx, PHASE_KEYS["generate_instructions"])
-    count = p.integer("count", None, 1)
-    oversample = p.number("oversample", 2.0, 1.0)
-    s = _Setup(ctx, p, 0.8, 64, ("instruction",))
-    batch_size = p.integer("batch_size", 16, 1)
+    o = options_of(ctx, GenerateInstructionsOptions)
+    count, oversample, batch_size = o.count, o.oversample, o.batch_size
+    s = _Setup(ctx, o, ("instruction",))
     settings = {"count": count, "oversample": oversample, "batch_size": batch_size, **s.settings}
     total = math.ceil(count * oversample)
     written: list[dict[str, Any]] = []
@@ -181,12 +173,12 @@ def generate_instructions(ctx: Any) -> dict[str, float]:
 
 def generate_responses(ctx: Any) -> dict[str, float]:
     """Few-shot answers to the source's usable instructions, each classified."""
-    p = Params(ctx, PHASE_KEYS["generate_responses"])
+    o = options_of(ctx, GenerateResponsesOptions)
     stages = ("instruction_critic", "instructions")
-    source = p.get("source") or default_source(ctx, stages, ctx.phase)
+    source = o.source or default_source(ctx, stages, ctx.phase)
     instructions, _ = usable_instructions(list(ctx.input(source)))
-    s = _Setup(ctx, p, 0.7, 128, ("instruction", "response"))
-    batch_size = p.integer("batch_size", 8, 1)
+    s = _Setup(ctx, o, ("instruction", "response"))
+    batch_size = o.batch_size
     settings = {"source": source, "batch_size": batch_size, **s.settings}
     items = [{"id": r["id"], "instruction": r["instruction"]} for r in instructions]
     written: list[dict[str, Any]] = []
@@ -230,28 +222,22 @@ def _critic_items(records: list[dict[str, Any]], kind: str) -> list[dict[str, An
 
 def critic_filter(ctx: Any) -> dict[str, float]:
     """Score each source record with the A/B critic; keep all, accept p_a >= threshold."""
-    p = Params(ctx, PHASE_KEYS["critic_filter"])
-    source = p.get("source") or default_source(ctx, ("responses", "instructions"), ctx.phase)
+    o = options_of(ctx, CriticFilterOptions)
+    source = o.source or default_source(ctx, ("responses", "instructions"), ctx.phase)
     records = list(ctx.input(source))
-    kind = p.get("kind") or ("pair" if stage_of(records) == "responses" else "instruction")
-    if kind not in ("instruction", "pair"):
-        raise PhaseError(ctx.phase, f"with.kind must be instruction or pair, got {kind!r}")
-    threshold = p.number("confidence_threshold", 0.5, 0.0, 1.0)
-    labels = [str(x) for x in p.get("labels", [" A", " B"])]
-    t = templates_from(p.get("templates"), ctx.phase, labels=labels)
-    spec = model_spec(ctx, p)
+    kind = o.kind or ("pair" if stage_of(records) == "responses" else "instruction")
+    threshold = o.confidence_threshold
+    labels = list(o.labels)
+    t = templates_from(template_overrides(o.templates), ctx.phase, labels=labels)
+    spec = model_spec(ctx)
     tok = load_tokenizer(spec, ctx.phase)  # a tokenizer, not the model
     label_ids = critic_lib.label_token_ids(tok, labels, ctx.phase)  # fail before any scoring
-    fewshot = p.get("fewshot")
+    fewshot = o.fewshot
     need = ("instruction", "response") if kind == "pair" else ("instruction",)
     spec_dir = getattr(ctx, "spec_dir", None)
-    pool = load_fewshot(fewshot, spec_dir, need, ctx.phase) if fewshot else []
-    unlabelled = [n for n, e in enumerate(pool, 1) if "label" not in e and "accept" not in e]
-    if unlabelled:
-        raise PhaseError(ctx.phase, f"few-shot file {fewshot}: example(s) {unlabelled} have "
-                         "neither `label` (A/B) nor `accept` (true/false)")
-    shots = p.integer("shots", 4 if pool else 0, 0)
-    batch_size = p.integer("batch_size", 16, 1)
+    pool = load_fewshot(fewshot, spec_dir, need, ctx.phase, labelled=True) if fewshot else []
+    shots = o.shots if o.shots is not None else (4 if pool else 0)
+    batch_size = o.batch_size
     fp = model_fingerprint(spec, ctx.phase)
     device = resolve_device(spec.get("device"), ctx.phase)
     dtype = resolve_dtype(spec.get("dtype"), device, ctx.phase)

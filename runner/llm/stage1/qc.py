@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import PhaseError
-from runner.llm.builtin import STAGES, Params, input_names, stage_of, usable_instructions
+from runner.llm.builtin import STAGES, input_names, options_of, stage_of, usable_instructions
+from runner.llm.stage1.options import QcOptions
 from runner.llm.text import cleaning
 from runner.llm.text.cleaning import CLASSES
 
-__all__ = ["GATE_METRICS", "QC_KEYS", "compute_metrics", "qc"]
+__all__ = ["GATE_METRICS", "compute_metrics", "qc"]
 
-QC_KEYS = {"phases", "max_new_tokens"}
 # The metrics the Stage-1 gate checks, listed first in the review table.
 GATE_METRICS = ("runaway_rate", "token_limit_rate", "delimiter_leakage", "median_response_tokens",
                 "instruction_acceptance", "pair_acceptance")
@@ -85,14 +85,9 @@ def compute_metrics(
     return metrics
 
 
-def _roles(ctx: Any, p: Params) -> dict[str, str]:
-    given = p.get("phases")
-    if given:
-        bad = sorted(set(given) - set(STAGES))
-        if bad:
-            known = ", ".join(STAGES)
-            raise PhaseError(ctx.phase, f"with.phases: unknown role(s) {bad}; roles: {known}")
-        return {str(k): str(v) for k, v in given.items()}
+def _roles(ctx: Any, o: QcOptions) -> dict[str, str]:
+    if o.phases:  # roles and names checked by QcOptions
+        return {str(k): str(v) for k, v in o.phases.items()}
     roles: dict[str, str] = {}
     for name in input_names(ctx):
         try:
@@ -111,8 +106,8 @@ def qc(ctx: Any) -> dict[str, float]:
     """Compute the QC metrics and write the review material into `ctx.output_dir`."""
     from runner.llm.stage1.review import write_review  # noqa: PLC0415 - matplotlib only when a review is written
 
-    p = Params(ctx, QC_KEYS)
-    roles = _roles(ctx, p)
+    o = options_of(ctx, QcOptions)
+    roles = _roles(ctx, o)
     names = input_names(ctx)
     names += [n for n in roles.values() if n not in names]
     by_phase: dict[str, list[dict[str, Any]]] = {}
@@ -124,7 +119,7 @@ def qc(ctx: Any) -> dict[str, float]:
                 raise
     by_role = {role: by_phase[name] for role, name in roles.items()}
     metrics = compute_metrics(by_role, by_phase)
-    limit = p.get("max_new_tokens")
+    limit = o.max_new_tokens
     if limit is None and by_role.get("responses"):
         params = by_role["responses"][0].get("provenance", {}).get("params", {})
         limit = params.get("max_new_tokens")

@@ -42,6 +42,7 @@ __all__ = [
     "load_fewshot",
     "pair_critic_prompt",
     "pick_shots",
+    "read_fewshot",
     "response_prompt",
     "templates_from",
 ]
@@ -63,30 +64,50 @@ def templates_from(
         raise PhaseError(phase, problems) from None
 
 
-def load_fewshot(
-    path: str | Path, base_dir: Path | None, require: tuple[str, ...], phase: str
-) -> list[dict[str, Any]]:
-    """The few-shot examples of a JSONL file; each line must hold the `require`d keys."""
-    file = Path(path).expanduser()
-    if not file.is_absolute() and base_dir is not None:
-        file = Path(base_dir) / file
+def read_fewshot(file: Path, require: tuple[str, ...], labelled: bool = False) -> list[dict[str, Any]]:
+    """The examples of a few-shot JSONL file; ValueError saying what is wrong with it.
+
+    Each line must be a JSON object with the `require`d keys; `labelled` (a critic's file)
+    also needs `label` (A/B) or `accept` (true/false) on every example.
+    """
     if not file.is_file():
-        raise PhaseError(phase, f"few-shot file not found: {file}")
+        raise ValueError(f"few-shot file not found: {file}")
     examples: list[dict[str, Any]] = []
-    for lineno, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read few-shot file {file}: {exc}") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise PhaseError(phase, f"{file}:{lineno}: not JSON: {exc.msg}") from None
+            raise ValueError(f"{file}:{lineno}: not JSON: {exc.msg}") from None
         missing = [k for k in require if not isinstance(obj, dict) or k not in obj]
         if missing:
-            raise PhaseError(phase, f"{file}:{lineno}: missing key(s) {', '.join(missing)}")
+            raise ValueError(f"{file}:{lineno}: missing key(s) {', '.join(missing)}")
+        if labelled and "label" not in obj and "accept" not in obj:
+            raise ValueError(f"{file}:{lineno}: a critic's example needs `label` (A/B) or "
+                             "`accept` (true/false)")
         examples.append(obj)
     if not examples:
-        raise PhaseError(phase, f"few-shot file {file} holds no examples")
+        raise ValueError(f"few-shot file {file} holds no examples")
     return examples
+
+
+def load_fewshot(
+    path: str | Path, base_dir: Path | None, require: tuple[str, ...], phase: str,
+    labelled: bool = False,
+) -> list[dict[str, Any]]:
+    """The few-shot examples of a JSONL file; each line must hold the `require`d keys."""
+    file = Path(path).expanduser()
+    if not file.is_absolute() and base_dir is not None:
+        file = Path(base_dir) / file
+    try:
+        return read_fewshot(file, require, labelled)
+    except ValueError as exc:
+        raise PhaseError(phase, str(exc)) from None
 
 
 def pick_shots(pool: list[dict[str, Any]], shots: int, seed: int, row: int) -> list[dict[str, Any]]:

@@ -144,7 +144,7 @@ def test_critic_fewshot_needs_labels(local_run, tmp_path, fresh_loader):
     """Critic few-shot examples without label or accept fail naming them."""
     (local_run.spec_dir / "plain.jsonl").write_text(json.dumps({"instruction": "Sing."}) + "\n")
     local_run.add_records("src", INSTRUCTIONS)
-    with pytest.raises(PhaseError, match=r"example\(s\) \[1\] have neither `label`"):
+    with pytest.raises(PhaseError, match=r"plain\.jsonl:1: a critic's example needs `label`"):
         local_run.run("ic", critic_filter, {"source": "src", "fewshot": "plain.jsonl"})
 
 

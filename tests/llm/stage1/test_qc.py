@@ -94,7 +94,7 @@ def test_qc_finds_roles_by_stage(tmp_path):
 def test_qc_unknown_role_is_an_error(tmp_path):
     """A role name qc does not know is a phase error."""
     run = LocalRun(tmp_path / "run", None)
-    with pytest.raises(PhaseError, match="unknown role"):
+    with pytest.raises(PhaseError, match=r"with\.phases: unknown key 'instruction'"):
         run.run("qc", qc, {"phases": {"instruction": "gen"}})
 
 
