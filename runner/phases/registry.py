@@ -26,6 +26,7 @@ BUILTIN_PHASES: dict[str, str] = {
     "qc": "runner.llm.stage1.phases:qc",
     "evaluate": "runner.llm.evaluation.phase:evaluate",
     "merge": "runner.llm.stage1.merge:merge",
+    "export": "runner.llm.stage1.export:export",
     "sft": "runner.llm.sft.phase:sft",
 }
 
