@@ -53,7 +53,7 @@ def _verdict(packet: dict[str, Any]) -> str:
                         f"<b>{esc(fmt(c['value']))}</b></li>" for c in failing)
         parts.append(f"<ul>{items}</ul>")
     parts.append(_critic_figures(packet))
-    parts.append("</section>")
+    parts.append('<p><a href="#decide">The commands to decide ↓</a></p></section>')
     return "".join(parts)
 
 
@@ -186,7 +186,7 @@ def _decisions(decisions: list[dict[str, Any]]) -> str:
 def _commands(packet: dict[str, Any], decisions: list[dict[str, Any]], state_dir: Path | None) -> str:
     taken = [d for d in decisions
              if d.get("gate") == packet["gate"] and d.get("iteration") == packet["iteration"]]
-    parts = ["<section><h2>Decide</h2>"]
+    parts = ['<section id="decide"><h2>Decide</h2>']
     if taken:
         parts.append(f"<p>Decided already: <b>{esc(taken[-1].get('decision'))}</b> by "
                      f"{esc(taken[-1].get('reviewer'))}. Continue the run with:</p>")

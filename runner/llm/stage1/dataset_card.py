@@ -123,7 +123,7 @@ def render_card(ctx: Any, source: str, counts: dict[str, int], license_id: str,
         'from datasets import load_dataset\n\n'
         'ds = load_dataset("parquet", data_files="train.parquet", split="train")\n'
         '# or: load_dataset("json", data_files="train.jsonl", split="train")\n'
-        '# TRL SFTTrainer: keep ONE format, or it may pick either per example:\n'
+        '# TRL SFTTrainer: keep ONE format; with both, its format check may pick either:\n'
         'chat = ds.select_columns(["messages"])                  # conversational\n'
         'plain = ds.select_columns(["prompt", "completion"])     # prompt-completion', "python"), ""]
     lines += ["Columns: `id`; `messages` (the instruction as the user's turn, the response as the "

@@ -37,12 +37,15 @@ def _tokens_png(path: Path, records: list[dict[str, Any]], limit: int | None, wh
     ax = fig.add_subplot()
     values = [r.get("tokens", 0) for r in records]
     ax.hist(values, bins=min(30, max(5, len(set(values)))), color="#4477aa")
-    if limit:
+    title = f"{what.capitalize()} token lengths (n={len(values)})"
+    if limit and limit <= 1.5 * max(values, default=0):
         ax.axvline(limit, color="#cc3311", linestyle="--", label=f"max_new_tokens={limit}")
         ax.legend()
+    elif limit:  # far beyond the data: a line there would squeeze the histogram into a corner
+        title += f"; max_new_tokens={limit}"
     ax.set_xlabel(f"generated tokens per {what}")
     ax.set_ylabel(f"{what}s")
-    ax.set_title(f"{what.capitalize()} token lengths (n={len(values)})")
+    ax.set_title(title)
     _save(fig, path)
 
 
