@@ -29,7 +29,7 @@ def exported(small_run, tmp_path_factory: pytest.TempPathFactory) -> Exported:
               "--reviewer", "test", "--reason", "export test", "--override-checks"))
     ok(runner(state, "resume", small_run.run_id), EXIT_OK)
     st = status(state, small_run.run_id)
-    return Exported(state, st, Path(instance(st, "export", 1)["output_dir"]) / "dataset")
+    return Exported(state, st, state / small_run.run_id / "phases" / "export.i1" / "dataset")
 
 
 def test_demo_completes_with_the_export(exported):
