@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -203,3 +205,19 @@ def test_write_html_embeds_the_gate_folders_pngs(tmp_path):
     page = write_html(tmp_path, _packet()).read_text(encoding="utf-8")
     alts = [a["alt"] for t, a in _tags(page) if t == "img"]
     assert alts == ["Bee plot", "a"]
+
+
+def _structure(text: str) -> list[tuple[str, dict[str, str | None]]]:
+    record = {"id": text, "instruction": text, "response": text, "p_a": 0.5, "margin": 0.0}
+    decisions = [{"gate": "g", "iteration": 1, "decision": "iterate", "reviewer": text,
+                  "reason": text, "set": {"x": text}, "override_checks": False, "at": "t"}]
+    review = {"samples": {"pair_critic": {"accept": [record], "reject": [record]}}}
+    page = render_html(_packet(params={"x": text}), [], review, decisions)
+    return [(tag, attrs) for tag, attrs in _tags(page) if tag != "meta"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_page_structure_does_not_depend_on_record_text(text):
+    """Whatever the text, the page has the same tags and attributes as for plain text."""
+    assert _structure(text) == _structure("plain")

@@ -36,7 +36,7 @@ from runner.llm.builtin import Params, default_source
 from runner.llm.stage1.dataset_card import render_card
 from runner.store.atomic import fsync_dir
 
-__all__ = ["EXPORT_KEYS", "MARKER", "export", "kept_pairs", "replace_folder", "to_row"]
+__all__ = ["EXPORT_KEYS", "MARKER", "check_target", "export", "kept_pairs", "replace_folder", "to_row"]
 
 EXPORT_KEYS = {"source", "dir", "license"}
 MARKER = ".runner-export.json"  # who wrote a dataset folder: run id and phase
