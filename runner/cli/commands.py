@@ -199,22 +199,44 @@ def cmd_status(args: argparse.Namespace, state_dir: Path) -> int:
     return EXIT_OK
 
 
+def _html_target(arg: str) -> Path | None:
+    """`--html FILE` checked before anything is written; None: the gate folder's packet.html."""
+    if not arg:
+        return None
+    target = Path(arg).expanduser()
+    if target.is_dir():
+        raise UsageError(f"runner gate --html: {arg} is a folder; give a file name, e.g. {target / 'review.html'}")
+    if not target.parent.is_dir():
+        raise UsageError(f"runner gate --html: folder {target.parent} does not exist; create it or choose another FILE")
+    return target.resolve()
+
+
 def cmd_gate(args: argparse.Namespace, state_dir: Path) -> int:
-    """Print the pending gate's review packet (Markdown, or JSON with --json)."""
+    """Print the pending gate's review packet (Markdown, JSON with --json, or an HTML page)."""
+    html = getattr(args, "html", None)
+    if html is not None and args.json:
+        raise UsageError("runner gate: give either --json or --html, not both")
+    target = _html_target(html) if html is not None else None
     view = open_view(state_dir, args.run_id)
     state = view.state
     if state.pending_gate is None or state.status not in (RunStatus.AWAITING_DECISION, RunStatus.READY):
         raise Refused(f"run '{args.run_id}' has no pending gate (status: {view.status})")
     gate_dir = view.folder.gate_dir(state.pending_gate, state.iteration)
-    if args.out:
+    if html is not None:
+        from runner.review.html_page import write_html  # noqa: PLC0415 - only this option renders HTML
+
+        packet = json.loads((gate_dir / "packet.json").read_text(encoding="utf-8"))
+        decisions = [d.model_dump(mode="json") for d in state.decisions]
+        print(write_html(gate_dir, packet, decisions, state_dir.resolve(), target))
+    elif args.json:
+        print((gate_dir / "packet.json").read_text(encoding="utf-8"), end="")
+    else:
+        print((gate_dir / "packet.md").read_text(encoding="utf-8"), end="")
+    if args.out:  # after --html, so the copy holds the page just written
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for f in sorted(gate_dir.iterdir()):
             shutil.copyfile(f, out / f.name)
-    if args.json:
-        print((gate_dir / "packet.json").read_text(encoding="utf-8"), end="")
-    else:
-        print((gate_dir / "packet.md").read_text(encoding="utf-8"), end="")
     return EXIT_OK
 
 

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="also copy the packet (md, json, images) into this folder")
+    p.add_argument("--html", nargs="?", const="", default=None, metavar="FILE",
+                   help="write the packet as one self-contained HTML page (default: packet.html "
+                        "in the gate's folder) and print its path")
     p = sub.add_parser("decide", parents=[common, sets], help="record a gate decision")
     p.add_argument("run_id")
     p.add_argument("--file", help="a YAML decision file instead of the options below")

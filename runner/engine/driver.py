@@ -221,8 +221,11 @@ class RunEngine:
             if samples:
                 before = name
                 break
-        packet = build_packet(self.st, gate, outcomes, self._previous_params(), before, samples, review_md)
-        write_packet(self.folder.gate_dir(gate, self.st.iteration), packet, assets)
+        may_set = list(spec_gate.may_set) if spec_gate.may_set is not None else None
+        packet = build_packet(self.st, gate, outcomes, self._previous_params(), before, samples, review_md,
+                              may_set)
+        write_packet(self.folder.gate_dir(gate, self.st.iteration), packet, assets,
+                     self.folder.state_dir.resolve())
         self._emit(GateReached(gate=gate, checks=outcomes, packet_sha256=packet["packet_sha256"], at=now()))
         failing = [c.expr for c in outcomes if not c.passed]
         self.log.info("gate_reached", gate=gate, iteration=self.st.iteration, failing_checks=failing,

@@ -44,6 +44,7 @@ BUILTIN_PHASES: dict[str, str] = {
     "qc": "runner.llm.stage1.phases:qc",
     "evaluate": "runner.llm.evaluation.phase:evaluate",
     "merge": "runner.llm.stage1.merge:merge",
+    "export": "runner.llm.stage1.export:export",
     "sft": "runner.llm.sft.phase:sft",
 }
 
@@ -55,6 +56,7 @@ BUILTIN_OPTIONS: dict[str, str] = {
     "qc": "runner.llm.stage1.options:QcOptions",
     "evaluate": "runner.llm.evaluation.options:EvaluateOptions",
     "merge": "runner.llm.stage1.options:MergeOptions",
+    "export": "runner.llm.stage1.options:ExportOptions",
     "sft": "runner.llm.sft.options:SftOptions",
 }
 

@@ -3,8 +3,10 @@
 The packet is what a reviewer, a person or an LLM agent, decides on: each check with its value
 and pass/fail; every metric of this iteration beside every earlier iteration's; the parameter
 diff against the previous iteration; sample records from the phase before the gate; and the
-review material (`review.md` plus what it links) that phase wrote, if any. `packet_sha256`
-hashes the packet's JSON without that field, so `decide --packet` can pin what was reviewed.
+review material (`review.md` plus what it links) that phase wrote, if any; the decisions so
+far and what an ITERATE may change. `packet_sha256` hashes the packet's JSON without that
+field, so `decide --packet` can pin what was reviewed. Beside `packet.json` and `packet.md`,
+`packet.html` shows the same packet as one self-contained page (`html_page`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.machine import CheckOutcome, RunState
+from runner.review.html_page import REVIEW_JSON, write_html
 from runner.spec import parse_check
 from runner.store.atomic import canonical_json, write_atomic, write_json_atomic
 
@@ -76,8 +79,9 @@ def build_packet(
     samples_phase: str | None,
     samples: list[dict[str, Any]],
     review_md: str | None,
+    may_set: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The packet as a JSON-able dict, `packet_sha256` included."""
+    """The packet as a JSON-able dict, `packet_sha256` included; `may_set` None: everything."""
     packet: dict[str, Any] = {
         "run_id": state.run_id,
         "gate": gate,
@@ -89,6 +93,8 @@ def build_packet(
         "param_diff": _param_diff(previous_params, state.params),
         "samples": {"phase": samples_phase, "records": samples[:SAMPLE_COUNT]},
         "review": review_md,
+        "decisions": [d.model_dump(mode="json") for d in state.decisions],
+        "may_set": sorted(may_set) if may_set is not None else None,
     }
     packet["packet_sha256"] = hashlib.sha256(canonical_json(packet)).hexdigest()
     return packet
@@ -136,11 +142,18 @@ def render_markdown(packet: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_packet(gate_dir: Path, packet: dict[str, Any], review_assets: Path | None) -> None:
-    """Write packet.json and packet.md; copy the PNGs the phase's review.md links."""
+def write_packet(
+    gate_dir: Path, packet: dict[str, Any], review_assets: Path | None, state_dir: Path | None = None
+) -> None:
+    """Write packet.json, packet.md and packet.html; copy the phase's PNGs and review.json.
+
+    `state_dir` goes into the page's ready-to-copy commands as `--state-dir`.
+    """
     gate_dir.mkdir(parents=True, exist_ok=True)
     if review_assets is not None and review_assets.is_dir():
-        for png in sorted(review_assets.glob("*.png")):
-            shutil.copyfile(png, gate_dir / png.name)
+        for asset in [*sorted(review_assets.glob("*.png")), review_assets / REVIEW_JSON]:
+            if asset.is_file():
+                shutil.copyfile(asset, gate_dir / asset.name)
     write_json_atomic(gate_dir / "packet.json", packet)
     write_atomic(gate_dir / "packet.md", render_markdown(packet).encode())
+    write_html(gate_dir, packet, state_dir=state_dir)

@@ -9,7 +9,8 @@ one, so a killed phase ends with the same adapter, bit for bit on CPU, as an uni
 The base model is `model:` of the spec (path relative to the spec's folder); its `dtype` is
 not used: 4-bit NF4 with bf16 compute on CUDA, float32 on CPU (with a `sft_cpu_fallback` warning).
 
-**`with:`** `source` (default: the latest earlier phase of pair-critic or response records),
+**`with:`** `source` (default: the latest earlier phase of pair-critic or response records;
+an `export` phase is read as its rows' `prompt` and `completion`),
 `templates` (prompt-format overrides), `lora` {`r` 16, `alpha` 32, `dropout` 0.05,
 `target_modules` "all-linear" or a list}, `learning_rate` 2e-4, `schedule` cosine | linear |
 constant, `warmup_steps` 0, `steps` or `epochs` (not both; default 1 epoch), `batch_size` 8
@@ -77,16 +78,22 @@ def _checkpointing(o: SftOptions, default: float) -> float:
     return float(value)
 
 
+def _pair_of(record: dict[str, Any]) -> tuple[Any, Any]:
+    """(instruction, response) of a Stage-1 record, or (prompt, completion) of an export's row."""
+    if "instruction" in record or "response" in record:
+        return record.get("instruction"), record.get("response")
+    return record.get("prompt"), record.get("completion")
+
+
 def _pairs(ctx: Any, o: SftOptions, templates: Any) -> tuple[str, list[tuple[str, str]]]:
     stages = ("pair_critic", "responses", "merged")
     source = str(o.source or default_source(ctx, stages, ctx.phase))
-    records = [r for r in ctx.input(source)
-               if r.get("instruction") and r.get("response") and r.get("keep", True) is not False]
-    if not records:
+    pairs = [_pair_of(r) for r in ctx.input(source) if r.get("keep", True) is not False]
+    pairs = [(ins, resp) for ins, resp in pairs if ins and resp]
+    if not pairs:
         raise PhaseError(ctx.phase, f"source '{source}' has no kept records with an "
-                         "instruction and a response")
-    return source, [sft_example(str(r["instruction"]), str(r["response"]), templates)
-                    for r in records]
+                         "instruction and a response (or a prompt and a completion)")
+    return source, [sft_example(str(ins), str(resp), templates) for ins, resp in pairs]
 
 
 def _peak_memory_gb(device: torch.device) -> float:

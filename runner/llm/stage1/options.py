@@ -18,6 +18,7 @@ from runner.llm.text.templates import Templates
 
 __all__ = [
     "CriticFilterOptions",
+    "ExportOptions",
     "GenerateInstructionsOptions",
     "GenerateResponsesOptions",
     "MergeOptions",
@@ -115,3 +116,11 @@ class MergeOptions(PhaseOptions):
         if "pair_critic" not in value:
             raise ValueError("needs the role pair_critic (the phase whose accepted pairs are merged)")
         return value
+
+
+class ExportOptions(PhaseOptions):
+    """`export`: the kept pairs of `source` as a dataset (jsonl, parquet and a card)."""
+
+    source: PhaseRef | None = None  # default: the latest pair critic or response phase
+    dir: str | None = Field(default=None, min_length=1)  # also publish here (spec-relative)
+    license: str = Field(default="unknown", min_length=1, pattern=r"\S")  # the card's license id

@@ -1,12 +1,14 @@
 """The QC phase's review material: `review.md` with its PNG histograms and critic samples.
 
 The engine's gate packet embeds a phase's `review.md` and copies the PNGs beside it, so the
-Markdown links the images by bare file name. Plots use matplotlib's object API on an Agg
+Markdown links the images by bare file name. `review.json` holds the same samples and the
+plots' titles as data, for the gate's HTML page. Plots use matplotlib's object API on an Agg
 canvas, so drawing them never switches the process's global backend or needs a display.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,15 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["P_A_PNG", "TOKENS_PNG", "write_review"]
+__all__ = ["INSTRUCTION_TOKENS_PNG", "P_A_PNG", "REVIEW_JSON", "TOKENS_PNG", "write_review"]
 
 TOKENS_PNG = "response_tokens.png"
+INSTRUCTION_TOKENS_PNG = "instruction_tokens.png"
 P_A_PNG = "critic_p_a.png"
+REVIEW_JSON = "review.json"
 _SNIPPET = 400
+# What a sample in review.json keeps of its record (the provenance is the same for all).
+_SAMPLE_FIELDS = ("id", "instruction", "response", "p_a", "margin", "verdict", "class")
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -27,34 +33,41 @@ def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
-def _tokens_png(path: Path, responses: list[dict[str, Any]], limit: int | None) -> None:
+def _tokens_png(path: Path, records: list[dict[str, Any]], limit: int | None, what: str) -> None:
     fig = Figure(figsize=(6, 3.2))
     ax = fig.add_subplot()
-    values = [r.get("tokens", 0) for r in responses]
+    values = [r.get("tokens", 0) for r in records]
     ax.hist(values, bins=min(30, max(5, len(set(values)))), color="#4477aa")
-    if limit:
+    title = f"{what.capitalize()} token lengths (n={len(values)})"
+    if limit and limit <= 1.5 * max(values, default=0):
         ax.axvline(limit, color="#cc3311", linestyle="--", label=f"max_new_tokens={limit}")
         ax.legend()
-    ax.set_xlabel("generated tokens per response")
-    ax.set_ylabel("responses")
-    ax.set_title(f"Response token lengths (n={len(values)})")
+    elif limit:  # far beyond the data: a line there would squeeze the histogram into a corner
+        title += f"; max_new_tokens={limit}"
+    ax.set_xlabel(f"generated tokens per {what}")
+    ax.set_ylabel(f"{what}s")
+    ax.set_title(title)
     _save(fig, path)
 
 
 def _p_a_png(path: Path, critics: dict[str, list[dict[str, Any]]]) -> None:
-    fig = Figure(figsize=(6, 3.2))
-    ax = fig.add_subplot()
-    for (role, recs), colour in zip(critics.items(), ("#4477aa", "#ee7733")):
-        ax.hist([r["p_a"] for r in recs], bins=20, range=(0, 1), alpha=0.6, color=colour,
-                label=f"{role} (n={len(recs)})")
+    """One panel per critic: its p(A) distribution, accepted and rejected stacked."""
+    fig = Figure(figsize=(6, 0.6 + 2.4 * len(critics)))
+    for n, (role, recs) in enumerate(critics.items(), 1):
+        ax = fig.add_subplot(len(critics), 1, n)
+        accepted = [r["p_a"] for r in recs if r.get("verdict") == "accept"]
+        rejected = [r["p_a"] for r in recs if r.get("verdict") != "accept"]
+        ax.hist([accepted, rejected], bins=20, range=(0, 1), stacked=True,
+                color=["#228833", "#bbbbbb"],
+                label=[f"accepted ({len(accepted)})", f"rejected ({len(rejected)})"])
         thresholds = {r.get("provenance", {}).get("params", {}).get("confidence_threshold")
                       for r in recs} - {None}
-        for th in thresholds:
-            ax.axvline(th, color=colour, linestyle="--")
-    ax.set_xlabel("critic p(A), renormalised over {A, B}")
-    ax.set_ylabel("records")
-    ax.set_title("Critic p(A) (dashed: confidence threshold)")
-    ax.legend()
+        for th in sorted(thresholds):
+            ax.axvline(th, color="#cc3311", linestyle="--")
+        ax.set_title(f"{role}: p(A), n={len(recs)} (dashed: confidence threshold)", fontsize=10)
+        ax.set_ylabel("records")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.axes[-1].set_xlabel("critic p(A), renormalised over {A, B}")
     _save(fig, path)
 
 
@@ -116,13 +129,18 @@ def write_review(
             lines.append(f"| {role} | " + " | ".join(str(v) for v in counts.values()) + " |")
         lines.append("")
     lines += ["## Histograms", ""]
+    plots: list[dict[str, str]] = []
     if by_role.get("responses"):
-        _tokens_png(out_dir / TOKENS_PNG, by_role["responses"], limit)
-        lines += [f"![Response token lengths]({TOKENS_PNG})", ""]
+        _tokens_png(out_dir / TOKENS_PNG, by_role["responses"], limit, "response")
+        plots.append({"file": TOKENS_PNG, "title": "Response token lengths"})
+    if by_role.get("instructions"):
+        _tokens_png(out_dir / INSTRUCTION_TOKENS_PNG, by_role["instructions"], None, "instruction")
+        plots.append({"file": INSTRUCTION_TOKENS_PNG, "title": "Instruction token lengths"})
     critics = {r: by_role[r] for r in ("instruction_critic", "pair_critic") if by_role.get(r)}
     if critics:
         _p_a_png(out_dir / P_A_PNG, critics)
-        lines += [f"![Critic p(A)]({P_A_PNG})", ""]
+        plots.append({"file": P_A_PNG, "title": "Critic score distributions: p(A) of each critic"})
+    lines += [line for plot in plots for line in (f"![{plot['title']}]({plot['file']})", "")]
     for role, picks in samples.items():
         for verdict, title in (("accept", "accepted"), ("reject", "rejected")):
             lines += [f"## {role}: {len(picks[verdict])} {title} samples", ""]
@@ -133,4 +151,9 @@ def write_review(
     lines += ["## Metric definitions", "", definitions.strip(), ""]
     path = out_dir / "review.md"
     path.write_text("\n".join(lines), encoding="utf-8")
+    data = {"phase": phase, "iteration": iteration, "plots": plots, "classes": classes,
+            "samples": {role: {verdict: [{k: r[k] for k in _SAMPLE_FIELDS if k in r} for r in recs]
+                               for verdict, recs in picks.items()}
+                        for role, picks in samples.items()}}
+    (out_dir / REVIEW_JSON).write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
     return path

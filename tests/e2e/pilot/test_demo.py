@@ -85,11 +85,12 @@ def test_gate_checks_have_the_qc_values(demo):
     assert checks == {f"qc.{m}": metrics[m] for m in GATE_METRICS}
 
 
-def test_packet_links_both_histograms_beside_it(demo):
-    """The packet Markdown links two PNG histograms, which exist in its folder."""
+def test_packet_links_the_histograms_beside_it(demo):
+    """The packet Markdown links three PNG histograms (response and instruction lengths,
+    critic p(A)), which exist in its folder."""
     md = _packet_md(demo)
     links = re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", md.read_text(encoding="utf-8"))
-    assert len(set(links)) == 2, links
+    assert len(set(links)) == 3, links
     assert all((md.parent / link).read_bytes().startswith(PNG_MAGIC) for link in links)
 
 
@@ -98,7 +99,7 @@ def test_gate_out_copies_packet_and_histograms(demo, tmp_path):
     ok(runner(demo.state_dir, "gate", RUN_ID, "--out", str(tmp_path / "out")))
     md = (tmp_path / "out" / "packet.md").read_text(encoding="utf-8")
     links = set(re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", md))
-    assert len(links) == 2 and all((tmp_path / "out" / link).is_file() for link in links)
+    assert len(links) == 3 and all((tmp_path / "out" / link).is_file() for link in links)
 
 
 def test_packet_shows_five_accepted_samples_per_critic(demo):

@@ -13,9 +13,9 @@ ELSEWHERE = "/somewhere/else/base-model"
 
 
 def test_stage1_pilot_validates(tmp_path):
-    """`runner validate specs/stage1_pilot.yaml --json` says valid, with the gate last."""
+    """`runner validate specs/stage1_pilot.yaml --json` says valid, with the gate then the export last."""
     out = json.loads(ok(runner(tmp_path, "validate", str(PILOT), "--json")).stdout)
-    assert (out["valid"], out["phases"][-1]) == (True, "pilot_qc")
+    assert (out["valid"], out["phases"][-2:]) == (True, ["pilot_qc", "export"])
 
 
 def test_plan_accepts_model_path_as_a_parameter(tmp_path):
