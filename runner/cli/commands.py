@@ -216,7 +216,10 @@ def cmd_status(args: argparse.Namespace, state_dir: Path) -> int:
         print(f"  {p['name']:<24} i{p['iteration']:<3} {p['status']:<9}{reused} {p['wall_s']:.2f}s {metrics}")
     for d in data["decisions"]:
         print(f"  decision {d['gate']} i{d['iteration']}: {d['decision']} by {d['reviewer']}: {d['reason']}"
-              + (f" set {d['set']}" if d["set"] else ""))
+              + (f" set {d['set']}" if d["set"] else "")
+              + (f" (signed {d['signed_by']})" if d["signed_by"] else ""))
+    for a in data["amendments"]:
+        print(f"  amended {a['at']}: spec {a['old_sha256'][:12]} -> {a['new_sha256'][:12]}")
     cost = f", ${data['cost_usd']:.2f}" if data["cost_usd"] is not None else ""
     print(f"GPU-seconds: {data['gpu_seconds']:.1f}{cost}")
     return EXIT_OK
