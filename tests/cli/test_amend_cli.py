@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from corehelpers import DATA, cli, copy_run, decide, ok, status, tree_digest
+from corehelpers import DATA, child_env, cli, copy_run, decide, ok, status, tree_digest
 
 from runner.store.journal import Journal
 
@@ -234,3 +234,34 @@ def test_refused_plan_of_an_invalid_amend(failed: Path, tmp_path: Path) -> None:
 def test_status_lists_no_amendments_for_a_plain_run(failed: Path) -> None:
     """A run never amended has `amendments: []`."""
     assert status(failed, RUN)["amendments"] == []
+
+
+def test_amend_of_a_ready_run_applies_the_decision_first(tmp_path: Path) -> None:
+    """A recorded proceed is journalled and applied before the amend, which then changes only
+    the step after the gate; the run completes."""
+    state = tmp_path / "state"
+    ok(cli(state, "run", str(SPEC), "--run-id", RUN), 3)
+    decide(state, RUN, "review", "proceed")
+    assert status(state, RUN)["status"] == "ready"
+    ok(cli(state, "resume", RUN, "--spec", str(_fixed(tmp_path / "s"))), 0)
+    kinds = [e["kind"] for e in _events(state)]
+    at = kinds.index("spec_amended")
+    assert kinds[at - 2:at + 2] == ["decision_recorded", "resumed", "spec_amended", "phase_started"]
+
+
+def test_amend_of_an_interrupted_run(tmp_path: Path) -> None:
+    """A run killed inside `score` (status interrupted) is amended and goes on to its gate;
+    `make_items` is not run again."""
+    state = tmp_path / "state"
+    log = tmp_path / "crash.log"
+    ok(cli(state / "ref", "run", str(SPEC), "--run-id", RUN, env=child_env(RUNNER_CRASH_LOG=str(log))), 3)
+    points = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    commits = [int(n) for n, label in points if label == "batch.before_commit"]
+    killed = cli(state, "run", str(SPEC), "--run-id", RUN, env=child_env(RUNNER_CRASH_AT=str(commits[4])))
+    assert killed.returncode == -9
+    assert status(state, RUN)["status"] == "interrupted"
+    make_before = _phase_files(state, "make_items.i1")
+    ok(cli(state, "resume", RUN, "--spec", str(_fixed(tmp_path / "s"))), 3)
+    assert _phase_files(state, "make_items.i1") == make_before
+    started = [e["name"] for e in _events(state) if e["kind"] == "phase_started"]
+    assert started == ["make_items", "score", "score"]
