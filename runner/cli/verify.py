@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from runner.engine.runview import FrozenSpecs
 from runner.errors import EXIT_FAILED, EXIT_OK, JournalCorrupt, RunnerError, UsageError
 from runner.machine import DecisionRecord
 from runner.review.signing import signature_problem, signed_by
-from runner.spec import load_spec
+from runner.spec import ResolvedSpec, load_spec
 from runner.spec.reviewers import ReviewerSpec
 from runner.store.journal import Journal
 from runner.store.run_folder import RunFolder
@@ -44,39 +45,79 @@ def _reviewer_set(reviewers: list[ReviewerSpec]) -> set[tuple[str, str]]:
     return {(r.name, r.key) for r in reviewers}
 
 
-def _check_journal(folder: RunFolder, specs: FrozenSpecs, fails: list[str]) -> tuple[list[str | None], int, int]:
-    """Check the chain, the frozen specs and the journalled decisions; return the frozen
-    specs the run was under (None: spec.json), the journal's line count and the decisions seen."""
+@dataclass
+class _Seen:
+    """What the journal showed: the frozen specs in force in turn (None: spec.json), its line
+    count, the decisions journalled (gate, iteration) and every failure found."""
+
+    in_force: list[str | None] = field(default_factory=lambda: [None])
+    lines: int = 0
+    decided: set[tuple[Any, Any]] = field(default_factory=set)
+    fails: list[str] = field(default_factory=list)
+
+
+def _check_event(folder: RunFolder, specs: FrozenSpecs, event: dict[str, Any], where: str, seen: _Seen) -> None:
+    kind = event.get("kind")
+    if kind == "run_started" and event.get("frozen_sha256"):
+        actual = hashlib.sha256(folder.read_frozen_spec(None)).hexdigest()
+        if actual != event["frozen_sha256"]:
+            seen.fails.append(f"{folder.spec_json}: the frozen spec was changed after the run started "
+                              f"(sha256 {actual[:12]}, journal says {event['frozen_sha256'][:12]})")
+    elif kind == "spec_amended":
+        seen.in_force.append(str(event.get("frozen")))
+        specs.spec(seen.in_force[-1])  # its bytes must have the hash it is named by
+    elif kind == "decision_recorded":
+        raw = event.get("decision")
+        decision: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        seen.decided.add((decision.get("gate"), decision.get("iteration")))
+        label, problem = _decision_problem(decision, folder.run_id, specs.spec(seen.in_force[-1]).spec.reviewers)
+        if problem is not None:
+            seen.fails.append(f"{where}: {label}: {problem}")
+
+
+def _check_journal(folder: RunFolder, specs: FrozenSpecs) -> _Seen:
+    """The chain line by line, the frozen specs, the journalled decisions' signatures."""
+    seen = _Seen()
     try:
         read = Journal(folder.events).read(repair=False)
     except JournalCorrupt as exc:
-        fails.append(f"{exc.path}:{exc.line}: the hash chain breaks here ({exc.reason})")
-        return [None], 0, 0
+        seen.fails.append(f"{exc.path}:{exc.line}: the hash chain breaks here ({exc.reason})")
+        return seen
     if read.repaired_tail is not None:
-        fails.append(f"{folder.events}: the last line is damaged or was changed ({read.repaired_tail})")
-    in_force: list[str | None] = [None]
-    decisions = 0
+        seen.fails.append(f"{folder.events}: the last line is damaged or was changed ({read.repaired_tail})")
+    seen.lines = len(read.records)
     for record in read.records:
-        event, where = record["event"], f"{folder.events}:{record['seq']}"
-        kind = event.get("kind") if isinstance(event, dict) else None
+        where = f"{folder.events}:{record['seq']}"
         try:
-            if kind == "run_started" and event.get("frozen_sha256"):
-                actual = hashlib.sha256(folder.read_frozen_spec(None)).hexdigest()
-                if actual != event["frozen_sha256"]:
-                    fails.append(f"{folder.spec_json}: the frozen spec was changed after the run started "
-                                 f"(sha256 {actual[:12]}, journal says {event['frozen_sha256'][:12]})")
-            elif kind == "spec_amended":
-                in_force.append(str(event.get("frozen")))
-                specs.spec(in_force[-1])
-            elif kind == "decision_recorded":
-                decisions += 1
-                label, problem = _decision_problem(event.get("decision"), folder.run_id,
-                                                   specs.spec(in_force[-1]).spec.reviewers)
-                if problem is not None:
-                    fails.append(f"{where}: {label}: {problem}")
+            _check_event(folder, specs, record["event"] if isinstance(record["event"], dict) else {}, where, seen)
         except RunnerError as exc:
-            fails.append(f"{where}: {exc}")
-    return in_force, len(read.records), decisions
+            seen.fails.append(f"{where}: {exc}")
+    return seen
+
+
+def _check_recorded(folder: RunFolder, specs: FrozenSpecs, seen: _Seen) -> None:
+    """Decisions `decide` recorded that no runner has journalled yet."""
+    for found in folder.read_decisions():
+        if (found.get("gate"), found.get("iteration")) in seen.decided:
+            continue
+        label, problem = _decision_problem(found, folder.run_id, specs.spec(seen.in_force[-1]).spec.reviewers)
+        if problem is not None:
+            seen.fails.append(f"{folder.decisions_dir}/{found.get('gate')}.i{found.get('iteration')}: {label}: {problem}")
+
+
+def _check_trusted(folder: RunFolder, specs: FrozenSpecs, trusted: ResolvedSpec, file: str, seen: _Seen) -> None:
+    """Every spec the run was under lists exactly the trusted copy's reviewers."""
+    want = _reviewer_set(trusted.spec.reviewers)
+    for frozen in dict.fromkeys(seen.in_force):
+        try:
+            have = _reviewer_set(specs.spec(frozen).spec.reviewers)
+        except RunnerError:
+            continue  # reported by the journal check
+        if have != want:
+            extra = ", ".join(sorted(n for n, _ in have - want)) or "none"
+            missing = ", ".join(sorted(n for n, _ in want - have)) or "none"
+            seen.fails.append(f"{folder.frozen_spec_path(frozen)}: its reviewers differ from {file}'s "
+                              f"(not in {file}: {extra}; missing: {missing})")
 
 
 def verify_run(args: argparse.Namespace, state_dir: Path) -> int:
@@ -86,41 +127,22 @@ def verify_run(args: argparse.Namespace, state_dir: Path) -> int:
         raise UsageError(f"no run '{args.run_id}' in {state_dir}")
     trusted = load_spec(args.spec, check_uses=False, check_models=False) if args.spec else None
     specs = FrozenSpecs(folder)
-    fails: list[str] = []
     try:
         specs.spec(None)
     except RunnerError as exc:
         print(f"FAIL {exc}")
         return EXIT_FAILED
-    in_force, lines, decisions = _check_journal(folder, specs, fails)
-    journalled = set()
-    for record in Journal(folder.events).read(repair=False).records if lines else []:
-        d = record["event"].get("decision") if record["event"].get("kind") == "decision_recorded" else None
-        if isinstance(d, dict):
-            journalled.add((d.get("gate"), d.get("iteration")))
-    for found in folder.read_decisions():
-        if (found.get("gate"), found.get("iteration")) in journalled:
-            continue
-        label, problem = _decision_problem(found, folder.run_id, specs.spec(in_force[-1]).spec.reviewers)
-        if problem is not None:
-            path = folder.decision_path(str(found.get("gate")), int(found.get("iteration", 1)))
-            fails.append(f"{path}: {label}: {problem}")
-    if trusted is not None and not fails:
-        want = _reviewer_set(trusted.spec.reviewers)
-        for frozen in dict.fromkeys(in_force):
-            have = _reviewer_set(specs.spec(frozen).spec.reviewers)
-            if have != want:
-                extra = ", ".join(sorted(n for n, _ in have - want)) or "none"
-                missing = ", ".join(sorted(n for n, _ in want - have)) or "none"
-                fails.append(f"{folder.frozen_spec_path(frozen)}: its reviewers differ from {args.spec}'s "
-                             f"(not in {args.spec}: {extra}; missing: {missing})")
-    for line in fails:
+    seen = _check_journal(folder, specs)
+    _check_recorded(folder, specs, seen)
+    if trusted is not None:
+        _check_trusted(folder, specs, trusted, args.spec, seen)
+    for line in seen.fails:
         print(f"FAIL {line}")
-    if fails:
-        print(f"run {args.run_id}: {len(fails)} check(s) failed")
+    if seen.fails:
+        print(f"run {args.run_id}: {len(seen.fails)} check(s) failed")
         return EXIT_FAILED
     signers = sorted({s for s in (signed_by(DecisionRecord.model_validate(d)) for d in folder.read_decisions()) if s})
-    print(f"run {args.run_id}: ok: journal of {lines} lines, hash chain intact; {decisions} journalled "
-          f"decision(s), each signature valid" + (f" ({', '.join(signers)})" if signers else "")
+    print(f"run {args.run_id}: ok: journal of {seen.lines} lines, hash chain intact; {len(seen.decided)} "
+          "journalled decision(s), each signature valid" + (f" ({', '.join(signers)})" if signers else "")
           + (f"; reviewers equal {args.spec}'s" if trusted is not None else ""))
     return EXIT_OK

@@ -265,3 +265,17 @@ def test_amend_of_an_interrupted_run(tmp_path: Path) -> None:
     assert _phase_files(state, "make_items.i1") == make_before
     started = [e["name"] for e in _events(state) if e["kind"] == "phase_started"]
     assert started == ["make_items", "score", "score"]
+
+
+def test_the_run_s_earlier_set_values_are_kept(tmp_path: Path) -> None:
+    """A run started with `--set count=8` keeps count 8 under the amended spec, so `make_items`
+    (which reads it) is not run again."""
+    state = tmp_path / "state"
+    ok(cli(state, "run", str(SPEC), "--run-id", RUN, "--set", "count=8"), 3)
+    decide(state, RUN, "review", "proceed")
+    ok(cli(state, "resume", RUN), 1)
+    out = ok(cli(state, "resume", RUN, "--spec", str(_fixed(tmp_path / "s"))), 0).stdout
+    assert "keep  make_items: fingerprint unchanged" in out
+    assert status(state, RUN)["params"]["count"] == 8
+    started = [e["name"] for e in _events(state) if e["kind"] == "phase_started"]
+    assert started == ["make_items", "score", "finish", "finish"]
