@@ -102,6 +102,8 @@ def _signer(request: DecisionRequest, key: Ed25519PrivateKey | None,
         return request, []
     if line not in listed:
         names = ", ".join(f"{r.name} ({r.fingerprint})" for r in reviewers)
+        # Named by its fingerprint, so that this is the one reason given about who decides.
+        request = replace(request, reviewer=request.reviewer or key_fingerprint(line))
         return request, [f"the signing key {key_fingerprint(line)} is not one of the spec's reviewers "
                          f"({names}); sign with your listed key, or have the spec list it"]
     if request.reviewer and request.reviewer != listed[line]:
