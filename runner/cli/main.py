@@ -2,7 +2,7 @@
 
 Every command maps errors to exit codes in one place (`main`): a `RunnerError` prints its
 message, one line per problem, and returns its exit code; nothing a user typed wrongly ends in
-a traceback. Read-only commands (`status`, `gate`, `log`, `plan --run`) and `decide` never take
+a traceback. Read-only commands (`status`, `gate`, `log`, `plan --run`, `verify`) and `decide` never take
 the run's lock.
 """
 
