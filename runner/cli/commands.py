@@ -16,11 +16,13 @@ from typing import Any
 from runner.engine.runview import RunView, open_view, plan_of
 from runner.errors import EXIT_AT_GATE, EXIT_OK, Refused, UsageError
 from runner.machine import GateStep, RunStatus
+from runner.review.signing import signed_by
 from runner.spec import ResolvedSpec, load_spec
 from runner.store.journal import Journal
 from runner.store.run_folder import RunFolder, list_runs
 
-__all__ = ["cmd_decide", "cmd_gate", "cmd_log", "cmd_plan", "cmd_resume", "cmd_run", "cmd_status", "cmd_validate"]
+__all__ = ["cmd_decide", "cmd_gate", "cmd_log", "cmd_plan", "cmd_resume", "cmd_run", "cmd_status", "cmd_validate",
+           "cmd_verify"]
 
 
 def _print_json(obj: Any) -> None:
@@ -65,10 +67,20 @@ def _describe_spec(spec: ResolvedSpec) -> None:
 def cmd_plan(args: argparse.Namespace, state_dir: Path) -> int:
     """Without running anything: the spec's steps, or what `resume` of a run would do."""
     if args.run_id and args.spec:
-        raise UsageError("runner plan: give either SPEC or --run RUN_ID, not both")
+        raise UsageError("runner plan: give either SPEC or --run RUN_ID, not both "
+                         "(to plan an amend: runner plan --run RUN_ID --spec SPEC)")
+    if args.amend_spec and not args.run_id:
+        raise UsageError("runner plan: --spec goes with --run RUN_ID (for a new run: runner plan SPEC)")
     if args.run_id:
-        if args.sets:
-            raise UsageError("runner plan --run: --set applies to a new run's spec, not to an existing run")
+        if args.sets and not args.amend_spec:
+            raise UsageError("runner plan --run: --set goes with --spec SPEC (an amend), or with a new run's spec")
+        if args.amend_spec:
+            from runner.engine.amend import describe_amend, prepare_amend  # noqa: PLC0415
+
+            view = open_view(state_dir, args.run_id)
+            change = prepare_amend(view.folder, view.state, view.spec, view.plan, args.amend_spec, args.sets)
+            print("\n".join(describe_amend(change) + ["nothing was changed (this is a plan)"]))
+            return EXIT_OK
         from runner.engine.plan_run import describe_resume  # noqa: PLC0415
 
         print(describe_resume(open_view(state_dir, args.run_id)))
@@ -106,6 +118,11 @@ def cmd_resume(args: argparse.Namespace, state_dir: Path) -> int:
     """Continue a run; a completed, aborted or undecided one exits at once with its code."""
     from runner.engine.driver import RunEngine  # noqa: PLC0415
 
+    if args.sets and not args.spec:
+        raise UsageError("runner resume: --set goes with --spec SPEC (an amend); to change a parameter "
+                         "at a gate, decide iterate with --set")
+    if args.spec:
+        return _amend(args, state_dir)
     folder = RunFolder(state_dir, args.run_id)
     if folder.exists() and not Journal(folder.events).read(repair=False).records:
         # Its `run` died before journalling the start: `open` finishes the start.
@@ -135,6 +152,24 @@ def _phase_entry(view: RunView, instance: Any) -> dict[str, Any]:
     return entry
 
 
+def _amend(args: argparse.Namespace, state_dir: Path) -> int:
+    """`resume --spec`: check the amend without the lock (a refusal writes nothing), then take
+    the run, put the new spec in force and continue."""
+    from runner.engine.amend import describe_amend, prepare_amend  # noqa: PLC0415
+    from runner.engine.driver import RunEngine  # noqa: PLC0415
+
+    view = open_view(state_dir, args.run_id)
+    prepare_amend(view.folder, view.state, view.spec, view.plan, args.spec, args.sets)
+    engine = RunEngine.open(state_dir, args.run_id)
+    try:
+        change = engine.amend(args.spec, args.sets)
+    except BaseException:
+        engine.close()
+        raise
+    print("\n".join(describe_amend(change)), flush=True)
+    return _drive(engine, args.wait)
+
+
 def status_json(view: RunView) -> dict[str, Any]:
     """The contract's `status --json` object, plus provenance and budget figures."""
     state = view.state
@@ -151,7 +186,9 @@ def status_json(view: RunView) -> dict[str, Any]:
         "pending_gate": state.pending_gate if state.status == RunStatus.AWAITING_DECISION else None,
         "params": state.params,
         "phases": [_phase_entry(view, p) for p in state.phases],
-        "decisions": [d.model_dump(mode="json") for d in state.decisions],
+        "decisions": [{**d.model_dump(mode="json"), "signed_by": signed_by(d)} for d in state.decisions],
+        "amendments": [{"at": a.at, "old_sha256": a.old_sha256, "new_sha256": a.new_sha256}
+                       for a in state.amendments],
         "failure": state.failure,
         "gpu_seconds": round(gpu_s, 3),
         "cost_usd": round(gpu_s / 3600 * rate, 4) if rate else None,
@@ -193,7 +230,10 @@ def cmd_status(args: argparse.Namespace, state_dir: Path) -> int:
         print(f"  {p['name']:<24} i{p['iteration']:<3} {p['status']:<9}{reused} {p['wall_s']:.2f}s {metrics}")
     for d in data["decisions"]:
         print(f"  decision {d['gate']} i{d['iteration']}: {d['decision']} by {d['reviewer']}: {d['reason']}"
-              + (f" set {d['set']}" if d["set"] else ""))
+              + (f" set {d['set']}" if d["set"] else "")
+              + (f" (signed {d['signed_by']})" if d["signed_by"] else ""))
+    for a in data["amendments"]:
+        print(f"  amended {a['at']}: spec {a['old_sha256'][:12]} -> {a['new_sha256'][:12]}")
     cost = f", ${data['cost_usd']:.2f}" if data["cost_usd"] is not None else ""
     print(f"GPU-seconds: {data['gpu_seconds']:.1f}{cost}")
     return EXIT_OK
@@ -263,3 +303,10 @@ def cmd_decide(args: argparse.Namespace, state_dir: Path) -> int:
     return record_decision(args, state_dir)
 
 
+
+
+def cmd_verify(args: argparse.Namespace, state_dir: Path) -> int:
+    """Check the journal's hash chain and every decision's signature (see `runner.cli.verify`)."""
+    from runner.cli.verify import verify_run  # noqa: PLC0415
+
+    return verify_run(args, state_dir)

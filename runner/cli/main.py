@@ -2,7 +2,7 @@
 
 Every command maps errors to exit codes in one place (`main`): a `RunnerError` prints its
 message, one line per problem, and returns its exit code; nothing a user typed wrongly ends in
-a traceback. Read-only commands (`status`, `gate`, `log`, `plan --run`) and `decide` never take
+a traceback. Read-only commands (`status`, `gate`, `log`, `plan --run`, `verify`) and `decide` never take
 the run's lock.
 """
 
@@ -52,13 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", parents=[common, sets], help="phases and gates with resolved parameters")
     p.add_argument("spec", nargs="?")
     p.add_argument("--run", dest="run_id", help="for an existing run: what resume would do")
+    p.add_argument("--spec", dest="amend_spec", metavar="SPEC",
+                   help="with --run: what `resume --spec SPEC` would re-run and keep")
     p = sub.add_parser("run", parents=[common, sets], help="start a new run")
     p.add_argument("spec")
     p.add_argument("--run-id")
     p.add_argument("--wait", action="store_true", help="stay at gates until a decision is recorded")
-    p = sub.add_parser("resume", parents=[common], help="continue a run from its last checkpoint")
+    p = sub.add_parser("resume", parents=[common, sets], help="continue a run from its last checkpoint")
     p.add_argument("run_id")
     p.add_argument("--wait", action="store_true")
+    p.add_argument("--spec", help="amend: put this spec in force, then continue")
     p = sub.add_parser("status", parents=[common], help="one run in detail, or every run")
     p.add_argument("run_id", nargs="?")
     p.add_argument("--json", action="store_true")
@@ -78,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason")
     p.add_argument("--packet", help="the packet_sha256 that was reviewed")
     p.add_argument("--override-checks", action="store_true")
+    p.add_argument("--sign-with", metavar="KEYFILE",
+                   help="sign with this unencrypted OpenSSH ed25519 private key")
+    p = sub.add_parser("verify", parents=[common], help="check the journal's chain and every decision's signature")
+    p.add_argument("run_id")
+    p.add_argument("--spec", help="a trusted copy of the spec: the run's reviewers must equal its reviewers")
     p = sub.add_parser("log", parents=[common], help="the run's transition journal, oldest first")
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")

@@ -9,6 +9,7 @@ phase left `running` back to `pending`, discards uncommitted batch files, and go
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from runner.console.logs import attach_run_log, get_logger
+from runner.engine.amend import AmendChange, prepare_amend
+from runner.engine.hints import failure_hint
 from runner.engine.manifest import build_manifest
 from runner.engine.planning import find_reusable, fingerprint_of, inputs_of, phase_payload
-from runner.engine.runview import load_frozen_spec, plan_of, replay
-from runner.errors import EXIT_ABORTED, EXIT_AT_GATE, EXIT_FAILED, EXIT_OK, PhaseError
+from runner.engine.runview import FrozenSpecs, plan_of, replay
+from runner.errors import EXIT_ABORTED, EXIT_AT_GATE, EXIT_FAILED, EXIT_OK, PhaseError, Refused
 from runner.machine import (
     BudgetExhausted,
     DecisionRecord,
@@ -31,6 +34,7 @@ from runner.machine import (
     PhaseReused,
     PhaseStarted,
     PhaseSucceeded,
+    Plan,
     ReachGate,
     Resumed,
     RunCompleted,
@@ -44,8 +48,10 @@ from runner.machine import (
 from runner.phases.context import PhaseContext
 from runner.phases.execute import PhaseJob, describe_error, execute_phase
 from runner.review.gates import build_packet, evaluate_checks, write_packet
+from runner.review.signing import signature_problem
 from runner.spec import ResolvedSpec
 from runner.store.atomic import dumps_json, write_json_atomic
+from runner.store.failpoints import crash_point
 from runner.store.journal import Journal, utc_now
 from runner.store.lock import RunLock
 from runner.store.run_folder import RunFolder, new_run_id
@@ -71,6 +77,7 @@ class RunEngine:
         self.journal = Journal(folder.events)
         self.state: RunState | None = None
         self.log = get_logger()
+        self.specs = FrozenSpecs(folder)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -96,13 +103,15 @@ class RunEngine:
         write_json_atomic(folder.manifest, manifest)
         self.log.info("run_created", run_id=folder.run_id, spec=str(spec.source_path),
                       spec_sha256=spec.sha256, git_commit=manifest["git"]["commit"])
-        self._emit(RunStarted(run_id=folder.run_id, name=spec.spec.name, params=spec.params))
+        frozen_sha256 = hashlib.sha256(folder.read_frozen_spec(None)).hexdigest()
+        self._emit(RunStarted(run_id=folder.run_id, name=spec.spec.name, params=spec.params,
+                              frozen_sha256=frozen_sha256))
 
     @classmethod
     def open(cls, state_dir: Path, run_id: str) -> RunEngine:
         """Take the lock of an existing run and rebuild its state from the journal."""
         folder = RunFolder(Path(state_dir).absolute(), run_id)  # absolute: see `start`
-        spec = load_frozen_spec(folder)
+        spec = FrozenSpecs(folder).spec(None)
         lock = RunLock(folder.root, run_id)
         takeover = lock.acquire()
         attach_run_log(folder.log)
@@ -117,7 +126,9 @@ class RunEngine:
             engine.log.warning("run_start_completed", run_id=run_id)
             engine._start_journal()
             return engine
-        engine.state = replay(read.records, engine.plan, folder.read_snapshot())
+        engine.state = replay(read.records, engine.specs, folder.read_snapshot())
+        engine.spec = engine.specs.spec(engine.state.frozen_spec)  # an amended spec, if any
+        engine.plan = engine.specs.plan(engine.state.frozen_spec)
         folder.write_snapshot(engine.state.model_dump(mode="json"))
         return engine
 
@@ -126,8 +137,8 @@ class RunEngine:
         self.lock.release()
 
     # -- transitions -----------------------------------------------------------------------
-    def _emit(self, event: Any) -> None:
-        new = apply(self.state, event, self.plan)
+    def _emit(self, event: Any, plan: Plan | None = None) -> None:
+        new = apply(self.state, event, plan or self.plan)
         self.journal.append(event.model_dump(mode="json"))
         # The fsync'd journal is the truth; the snapshot is a cache that `replay` repairs when
         # it lags or is unreadable, so it is renamed into place atomically without an fsync.
@@ -140,6 +151,33 @@ class RunEngine:
     def st(self) -> RunState:
         assert self.state is not None, "engine used before start/open"
         return self.state
+
+    # -- amending ---------------------------------------------------------------------------
+    def amend(self, spec_path: str, sets: list[str]) -> AmendChange:
+        """Put a new spec in force (`resume --spec`); `Refused`/`SpecError` change nothing.
+
+        A recorded decision is journalled and applied first (as `resume` would). Then the new
+        frozen spec is stored under its content hash and ONE journalled `SpecAmended` names
+        it: a kill -9 before that line is durable leaves the old spec in force (and an unused
+        file), after it the new one; replay decides, never a mix of the two. The caller checked
+        the amend lock-free first (`prepare_amend` on the run's view), so a refusal here means
+        the run changed meanwhile.
+        """
+        if self.st.status == RunStatus.AWAITING_DECISION:
+            self._take_decision(wait=False)  # a decision file only `decide` wrote so far
+        if self.st.status == RunStatus.READY:
+            self._emit(Resumed(at=now()))
+        change = prepare_amend(self.folder, self.st, self.spec, self.plan, spec_path, sets)
+        frozen = self.folder.write_frozen_spec(change.frozen_bytes)
+        crash_point("amend.frozen_spec_written")
+        self._emit(change.event(frozen, now()), change.new_plan)
+        self.spec, self.plan = self.specs.spec(frozen), self.specs.plan(frozen)
+        self.log.info("spec_amended", old_sha256=change.old.sha256, new_sha256=change.new.sha256,
+                      frozen=frozen, changed=change.changed, restart_at=self._step_name(change.restart))
+        return change
+
+    def _step_name(self, index: int) -> str:
+        return self.plan.steps[index].name if index < len(self.plan.steps) else "(end)"
 
     # -- the loop ----------------------------------------------------------------------------
     def recover(self) -> None:
@@ -186,6 +224,12 @@ class RunEngine:
         if found is None:
             return False
         record = DecisionRecord.model_validate(found)
+        problem = signature_problem(record, self.folder.run_id, self.spec.spec.reviewers)
+        if problem is not None:
+            path = self.folder.decision_path(gate, iteration)
+            self.log.error("decision_rejected", gate=gate, iteration=iteration, problem=problem)
+            raise Refused(f"{path}: {problem}; this decision was not made by a listed reviewer with "
+                          f"`runner decide --sign-with`: remove the file and decide again")
         self._emit(DecisionRecorded(decision=record))
         self.log.info("decision_applied", gate=gate, iteration=iteration, decision=record.decision,
                       reviewer=record.reviewer, set=record.set, override_checks=record.override_checks)
@@ -279,8 +323,10 @@ class RunEngine:
             return True
         self._emit(PhaseStarted(name=name, fingerprint=fingerprint, at=now()))
         out_dir = self.folder.phase_dir(name, self.st.iteration)
-        if phase.run is not None and out_dir.exists():
-            shutil.rmtree(out_dir)  # a shell phase starts clean; Python phases keep their batches
+        if out_dir.exists() and (phase.run is not None or _written_by_other(out_dir, payload)):
+            # A shell phase starts clean; a Python phase keeps the batches it committed with
+            # this same fingerprint, never those of another spec (after `resume --spec`).
+            shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "fingerprint.json", payload)  # for `plan --run`'s "what changed"
         model_spec = payload["model"]
@@ -313,7 +359,7 @@ class RunEngine:
             wall = time.monotonic() - start
             self._emit(PhaseFailed(name=name, error=describe_error(exc), wall_s=wall, used_cuda=ctx.used_cuda, at=now()))
             log.error("phase_failed", error=describe_error(exc), duration_s=round(wall, 3),
-                      hint=f"fix it, then: runner resume {self.folder.run_id}")
+                      hint=failure_hint(exc, self.folder.run_id, self.spec.source_path, phase.uses))
             return False
         write_json_atomic(out_dir / "metrics.json", outcome.metrics)
         self._emit(PhaseSucceeded(name=name, metrics=outcome.metrics, wall_s=outcome.wall_s,
@@ -326,6 +372,15 @@ class RunEngine:
             return json.loads(self.folder.manifest.read_text(encoding="utf-8"))["git"]["commit"]
         except (OSError, ValueError, KeyError):
             return None
+
+
+def _written_by_other(out_dir: Path, payload: dict[str, Any]) -> bool:
+    """Whether the instance folder holds work done for another payload (an amended spec)."""
+    try:
+        before = json.loads((out_dir / "fingerprint.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # no attempt got as far as its first batch
+    return bool(before != json.loads(dumps_json(payload)))
 
 
 def _read_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:

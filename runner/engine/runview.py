@@ -22,15 +22,17 @@ from runner.machine import (
     Plan,
     RunState,
     RunStatus,
+    SpecAmended,
     apply,
     parse_event,
 )
+from runner.review.signing import signature_problem
 from runner.spec import GateSpec, ResolvedSpec
 from runner.store.journal import Journal
 from runner.store.lock import holder_alive, read_holder
 from runner.store.run_folder import RunFolder
 
-__all__ = ["RunView", "load_frozen_spec", "open_view", "plan_of", "replay", "with_recorded_decision"]
+__all__ = ["FrozenSpecs", "RunView", "load_frozen_spec", "open_view", "plan_of", "replay", "with_recorded_decision"]
 
 
 def plan_of(spec: ResolvedSpec) -> Plan:
@@ -51,36 +53,69 @@ def plan_of(spec: ResolvedSpec) -> Plan:
     return Plan(steps=tuple(steps))
 
 
-def load_frozen_spec(folder: RunFolder) -> ResolvedSpec:
-    """The spec as resolved at `run`, frozen in the run folder (never the user's file)."""
+def load_frozen_spec(folder: RunFolder, frozen: str | None = None) -> ResolvedSpec:
+    """A spec as resolved at `run` (`frozen` None) or at an amend (`frozen`: its content hash),
+    frozen in the run folder (never the user's file)."""
+    data = folder.read_frozen_spec(frozen)
     try:
-        data = json.loads(folder.spec_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{folder.spec_json}: cannot read the run's frozen spec ({exc})") from None
-    return ResolvedSpec.from_frozen(data)
+        obj = json.loads(data)
+    except ValueError as exc:
+        raise UsageError(f"{folder.frozen_spec_path(frozen)}: cannot read the run's frozen spec ({exc})") from None
+    return ResolvedSpec.from_frozen(obj)
 
 
-def replay(records: list[dict[str, Any]], plan: Plan, snapshot: dict[str, Any] | None) -> RunState:
-    """State after every journalled event: the snapshot plus the events it has not seen."""
+class FrozenSpecs:
+    """The run's frozen specs by id (None: the one of `run`), each loaded once with its plan:
+    a journal replays each event under the plan in force when it was written."""
+
+    def __init__(self, folder: RunFolder) -> None:
+        self.folder = folder
+        self._loaded: dict[str | None, tuple[ResolvedSpec, Plan]] = {}
+
+    def spec(self, frozen: str | None) -> ResolvedSpec:
+        """The frozen spec `frozen`."""
+        return self._entry(frozen)[0]
+
+    def plan(self, frozen: str | None) -> Plan:
+        """The plan of the frozen spec `frozen`."""
+        return self._entry(frozen)[1]
+
+    def _entry(self, frozen: str | None) -> tuple[ResolvedSpec, Plan]:
+        if frozen not in self._loaded:
+            spec = load_frozen_spec(self.folder, frozen)
+            self._loaded[frozen] = (spec, plan_of(spec))
+        return self._loaded[frozen]
+
+
+def replay(records: list[dict[str, Any]], specs: FrozenSpecs, snapshot: dict[str, Any] | None) -> RunState:
+    """State after every journalled event: the snapshot plus the events it has not seen, each
+    applied under the plan in force (a `spec_amended` event under the plan it puts in force)."""
     state: RunState | None = None
     if snapshot is not None and snapshot.get("seq", 0) <= len(records):
         state = RunState.model_validate(snapshot)
     start = state.seq if state is not None else 0
     for record in records[start:]:
-        state = apply(state, parse_event(record["event"]), plan)
+        event = parse_event(record["event"])
+        frozen = event.frozen if isinstance(event, SpecAmended) else (state.frozen_spec if state else None)
+        state = apply(state, event, specs.plan(frozen))
     if state is None:
         raise UsageError("the run's journal is empty: it was never started")
     return state
 
 
-def with_recorded_decision(state: RunState, plan: Plan, folder: RunFolder) -> RunState:
-    """Fold in a decision that `decide` recorded but no runner has journalled yet."""
+def with_recorded_decision(state: RunState, plan: Plan, folder: RunFolder,
+                           spec: ResolvedSpec | None = None) -> RunState:
+    """Fold in a decision that `decide` recorded but no runner has journalled yet (not one
+    that `spec`'s reviewers did not sign: the engine will not take it either)."""
     if state.status != RunStatus.AWAITING_DECISION or state.pending_gate is None:
         return state
     found = folder.decision_for(state.pending_gate, state.iteration)
     if found is None:
         return state
-    return apply(state, DecisionRecorded(decision=DecisionRecord.model_validate(found)), plan)
+    record = DecisionRecord.model_validate(found)
+    if spec is not None and signature_problem(record, state.run_id, spec.spec.reviewers) is not None:
+        return state
+    return apply(state, DecisionRecorded(decision=record), plan)
 
 
 @dataclass
@@ -92,6 +127,7 @@ class RunView:
     plan: Plan
     state: RunState  # decisions folded in
     journalled: RunState  # exactly what the journal says
+    specs: FrozenSpecs | None = None  # every frozen spec of the run (amends), by id
 
     @property
     def status(self) -> str:
@@ -111,9 +147,10 @@ def open_view(state_dir: Path, run_id: str) -> RunView:
     folder = RunFolder(state_dir, run_id)
     if not folder.exists():
         raise UsageError(f"no run '{run_id}' in {state_dir} (see `runner status --state-dir {state_dir}`)")
-    spec = load_frozen_spec(folder)
-    plan = plan_of(spec)
+    specs = FrozenSpecs(folder)
+    specs.spec(None)  # a missing or unreadable spec.json is reported before the journal
     records = Journal(folder.events).read(repair=False).records
-    journalled = replay(records, plan, folder.read_snapshot())
-    state = with_recorded_decision(journalled, plan, folder)
-    return RunView(folder=folder, spec=spec, plan=plan, state=state, journalled=journalled)
+    journalled = replay(records, specs, folder.read_snapshot())
+    spec, plan = specs.spec(journalled.frozen_spec), specs.plan(journalled.frozen_spec)
+    state = with_recorded_decision(journalled, plan, folder, spec)
+    return RunView(folder=folder, spec=spec, plan=plan, state=state, journalled=journalled, specs=specs)

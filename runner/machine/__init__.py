@@ -12,6 +12,7 @@ the current iteration) when the phase table refuses; `.detail` names the phase, 
 
 from __future__ import annotations
 
+from runner.machine.amend import decided_gates_after, iteration_begin, restart_index
 from runner.machine.events import (
     BudgetExhausted,
     DecisionRecorded,
@@ -24,13 +25,16 @@ from runner.machine.events import (
     Resumed,
     RunCompleted,
     RunStarted,
+    SpecAmended,
     parse_event,
 )
 from runner.machine.plan import GateStep, PhaseStep, Plan, PlanError, Step
 from runner.machine.state import (
+    Amendment,
     CheckOutcome,
     DecisionKind,
     DecisionRecord,
+    DecisionSignature,
     GateVisit,
     PhaseInstance,
     PhaseStatus,
@@ -54,10 +58,11 @@ from runner.machine.transitions import (
 )
 
 __all__ = [
-    "PHASE_TRANSITIONS", "RUN_TRANSITIONS", "BudgetExhausted", "CheckOutcome", "DecisionKind",
-    "DecisionRecord", "DecisionRecorded", "Event", "Finish", "GateReached", "GateStep",
+    "PHASE_TRANSITIONS", "RUN_TRANSITIONS", "Amendment", "BudgetExhausted", "CheckOutcome", "DecisionKind",
+    "DecisionRecord", "DecisionRecorded", "DecisionSignature", "Event", "Finish", "GateReached", "GateStep",
     "GateVisit", "NextStep", "PhaseFailed", "PhaseInstance", "PhaseReused", "PhaseStarted",
     "PhaseStatus", "PhaseStep", "PhaseSucceeded", "Plan", "PlanError", "ReachGate", "Resumed",
-    "RunCompleted", "RunPhase", "RunStarted", "RunState", "RunStatus", "Step", "Stop", "apply",
-    "next_step", "param_paths", "parse_event", "replay", "set_dotted", "transition_key",
+    "RunCompleted", "RunPhase", "RunStarted", "RunState", "RunStatus", "SpecAmended", "Step",
+    "Stop", "apply", "decided_gates_after", "iteration_begin", "next_step", "param_paths",
+    "parse_event", "replay", "restart_index", "set_dotted", "transition_key",
 ]

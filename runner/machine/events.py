@@ -14,6 +14,7 @@ class RunStarted(FrozenModel):
     run_id: str
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    frozen_sha256: str | None = None  # of spec.json's bytes, so `runner verify` can check it
 
 
 class PhaseStarted(FrozenModel):
@@ -79,9 +80,26 @@ class BudgetExhausted(FrozenModel):
     at: str
 
 
+class SpecAmended(FrozenModel):
+    """`resume --spec`: the frozen spec `frozen` (a content hash) is in force from here on.
+
+    `apply` takes the NEW spec's plan with this event. `changed` names the phases of the
+    current iteration whose fingerprint differs under the new spec; `params` are the run's
+    effective parameters under it (the new spec's, the amend's `--set`, then the ITERATE
+    decisions' values again)."""
+
+    kind: Literal["spec_amended"] = "spec_amended"
+    frozen: str
+    old_sha256: str
+    new_sha256: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    changed: list[str] = Field(default_factory=list)
+    at: str
+
+
 Event = Annotated[
     RunStarted | PhaseStarted | PhaseSucceeded | PhaseReused | PhaseFailed | GateReached
-    | DecisionRecorded | Resumed | RunCompleted | BudgetExhausted,
+    | DecisionRecorded | Resumed | RunCompleted | BudgetExhausted | SpecAmended,
     Field(discriminator="kind"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)

@@ -53,6 +53,14 @@ class PhaseInstance(FrozenModel):
     ended_at: str | None = None
 
 
+class DecisionSignature(FrozenModel):
+    """A reviewer's signature of a decision: the signing key as an OpenSSH public-key line
+    (`ssh-ed25519 AAAA...`) and the Ed25519 signature, base64 (see runner/review/signing.py)."""
+
+    key: str
+    sig: str
+
+
 class DecisionRecord(FrozenModel):
     """A recorded gate decision; `set` maps dotted parameter paths to values."""
 
@@ -65,6 +73,17 @@ class DecisionRecord(FrozenModel):
     override_checks: bool = False
     at: str
     packet_sha256: str | None = None
+    signature: DecisionSignature | None = None
+
+
+class Amendment(FrozenModel):
+    """One `resume --spec`: the spec files' sha256 before and after, and `frozen`, the
+    content hash of the frozen spec put in force (the run folder keeps it under that name)."""
+
+    at: str
+    old_sha256: str
+    new_sha256: str
+    frozen: str
 
 
 class CheckOutcome(FrozenModel):
@@ -100,6 +119,8 @@ class RunState(FrozenModel):
     pending_gate: str | None = None
     failure: str | None = None
     seq: int = 0
+    frozen_spec: str | None = None  # the amended frozen spec in force; None: the one of `run`
+    amendments: list[Amendment] = Field(default_factory=list)
 
     def instance(self, name: str, iteration: int) -> PhaseInstance | None:
         """The instance of phase `name` in `iteration`, or None."""

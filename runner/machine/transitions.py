@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from runner.errors import IllegalTransition
+from runner.machine.amend import on_amended
 from runner.machine.events import (
     BudgetExhausted,
     DecisionRecorded,
@@ -48,6 +49,10 @@ RUN_TRANSITIONS: dict[tuple[RunStatus | None, str], RunStatus] = {
     (_R.RUNNING, "resumed"): _R.RUNNING,    # crash recovery: running instances -> pending
     (_R.RUNNING, "run_completed"): _R.COMPLETED,
     (_R.RUNNING, "budget_exhausted"): _R.FAILED,
+    # `resume --spec`: a new frozen spec; the engine drives on at once (see amend.py).
+    (_R.FAILED, "spec_amended"): _R.RUNNING,
+    (_R.RUNNING, "spec_amended"): _R.RUNNING,
+    (_R.AWAITING_DECISION, "spec_amended"): _R.RUNNING,
 }
 """(run status, transition key) -> next run status; see `transition_key`."""
 
@@ -60,6 +65,9 @@ PHASE_TRANSITIONS: dict[tuple[PhaseStatus | None, str], PhaseStatus] = {
     (_P.RUNNING, "phase_failed"): _P.FAILED,
     (_P.PENDING, "phase_reused"): _P.REUSED,
     (_P.RUNNING, "resumed"): _P.PENDING,    # crash recovery discards the uncommitted attempt
+    # An amend re-runs the changed phase and every step after it (the only way out of done).
+    (None, "spec_amended"): _P.PENDING,     # a phase the new spec adds
+    **{(s, "spec_amended"): _P.PENDING for s in _P},
 }
 """(phase instance status, event kind) -> next status; None = no instance yet."""
 
@@ -233,6 +241,7 @@ _HANDLERS: dict[str, Any] = {
     "phase_started": _on_phase, "phase_succeeded": _on_phase, "phase_reused": _on_phase,
     "phase_failed": _on_phase, "gate_reached": _on_gate, "decision_recorded": _on_decision,
     "resumed": _on_resumed, "run_completed": _on_completed, "budget_exhausted": _on_budget,
+    "spec_amended": on_amended,
 }
 
 

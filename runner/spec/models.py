@@ -31,6 +31,8 @@ from pydantic import (
     field_validator,
 )
 
+from runner.spec.reviewers import ReviewerSpec
+
 __all__ = [
     "CHECK_FORM",
     "GATE_TAG",
@@ -232,6 +234,7 @@ class Spec(_Model):
     # dotted path -> the type(s) `--set` and decisions may give it (default: its own type)
     param_types: dict[str, ParamType | list[ParamType]] = Field(default_factory=dict)
     budget: BudgetSpec | None = None
+    reviewers: list[ReviewerSpec] = Field(default_factory=list)  # who may decide at gates
     phases: list[Entry]
 
     @field_validator("version")
@@ -242,6 +245,17 @@ class Spec(_Model):
                 f"spec version {value} is not supported; this runner reads version "
                 f"{SUPPORTED_VERSION} (write 'version: {SUPPORTED_VERSION}')"
             )
+        return value
+
+    @field_validator("reviewers")
+    @classmethod
+    def _distinct_reviewers(cls, value: list[ReviewerSpec]) -> list[ReviewerSpec]:
+        for attr in ("name", "key"):
+            seen = [getattr(r, attr) for r in value]
+            twice = sorted({x for x in seen if seen.count(x) > 1})
+            if twice:
+                raise ValueError(f"reviewer {attr} {twice[0][:40]!r} is listed twice; give each "
+                                 "reviewer one entry and a key of their own")
         return value
 
     @field_validator("phases")

@@ -7,6 +7,7 @@ decision is an opaque dict here, stored in a file that only one writer can creat
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _NAME_RE = RUN_ID_RE
 _DECISION_RE = re.compile(r"^(?P<gate>.+)\.i(?P<iteration>\d{4,})\.json$")
 _SUBDIRS = ("decisions", "gates", "phases", "cache")
+_FROZEN_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def check_run_id(run_id: str) -> str:
@@ -90,6 +92,7 @@ class RunFolder:
         self.gates_dir = self.root / "gates"
         self.phases_dir = self.root / "phases"
         self.cache_dir = self.root / "cache"
+        self.specs_dir = self.root / "specs"
 
     list_runs = staticmethod(list_runs)
 
@@ -110,6 +113,15 @@ class RunFolder:
         # Zero-padded so that name order is iteration order for every gate.
         gate, iteration = check_name("gate", gate), _check_iteration(iteration)
         return self.decisions_dir / f"{gate}.i{iteration:04d}.json"
+
+    def frozen_spec_path(self, frozen: str | None) -> Path:
+        """The frozen spec in force: `spec.json` (None: the one of `run`), or an amended one,
+        `specs/<frozen>.json`, named by the sha256 of its bytes."""
+        if frozen is None:
+            return self.spec_json
+        if not _FROZEN_ID_RE.match(frozen):
+            raise UsageError(f"invalid frozen spec id {frozen!r}: must be 64 lowercase hex digits")
+        return self.specs_dir / f"{frozen}.json"
 
     # -- the folder ----------------------------------------------------------------------
 
@@ -190,6 +202,32 @@ class RunFolder:
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
             return None
         return obj if isinstance(obj, dict) else None
+
+    # -- amended specs ---------------------------------------------------------------------
+
+    def write_frozen_spec(self, data: bytes) -> str:
+        """Store a frozen spec under its content hash (atomically, durably); return the hash.
+
+        Nothing is in force by being written here: a journalled `spec_amended` event naming
+        the hash puts it in force, so a crash before that event leaves an unused file only.
+        """
+        frozen = hashlib.sha256(data).hexdigest()
+        makedirs_durable(self.specs_dir)
+        write_atomic(self.frozen_spec_path(frozen), data)
+        return frozen
+
+    def read_frozen_spec(self, frozen: str | None) -> bytes:
+        """The bytes of a frozen spec (`frozen_spec_path`); `UsageError` when it is missing or,
+        for an amended one, its bytes no longer have the hash it is named by."""
+        path = self.frozen_spec_path(frozen)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read the run's frozen spec ({exc.strerror or exc})") from None
+        if frozen is not None and hashlib.sha256(data).hexdigest() != frozen:
+            raise UsageError(f"{path}: the frozen spec was changed after it was written (its sha256 "
+                             "differs from its name); restore it or start a new run")
+        return data
 
     # -- decisions -------------------------------------------------------------------------
 

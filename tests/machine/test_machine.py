@@ -478,7 +478,8 @@ def test_parse_event_rejects_an_unknown_kind():
 def test_transition_tables_name_only_known_event_kinds():
     """Every key of both tables names an event kind the union defines."""
     kinds = {"run_started", "phase_started", "phase_succeeded", "phase_reused", "phase_failed",
-             "gate_reached", "decision_recorded", "resumed", "run_completed", "budget_exhausted"}
+             "gate_reached", "decision_recorded", "resumed", "run_completed", "budget_exhausted",
+             "spec_amended"}
     keys = {k.partition(":")[0] for _, k in [*RUN_TRANSITIONS, *PHASE_TRANSITIONS]}
     assert keys <= kinds
 
@@ -488,9 +489,10 @@ def test_transition_key_refines_decisions():
     assert transition_key(decision("abort")) == "decision_recorded:abort"
 
 
-def test_phase_table_has_no_way_out_of_succeeded():
-    """Succeeded and reused instances are final in the phase table."""
-    assert not [k for k in PHASE_TRANSITIONS if k[0] in (PhaseStatus.SUCCEEDED, PhaseStatus.REUSED)]
+def test_phase_table_has_no_way_out_of_succeeded_but_an_amend():
+    """Succeeded and reused instances are final in the phase table, but for an amend."""
+    out = [k for k in PHASE_TRANSITIONS if k[0] in (PhaseStatus.SUCCEEDED, PhaseStatus.REUSED)]
+    assert {k[1] for k in out} == {"spec_amended"}
 
 
 def test_set_dotted_replaces_a_nested_value_without_mutating():

@@ -10,6 +10,8 @@ import random
 import time
 from pathlib import Path
 
+from runner.errors import PhaseError
+
 
 def draw(ctx) -> dict:
     """`count` items in batches of `batch_size`, each batch from its own seed."""
@@ -124,3 +126,15 @@ def gpu_work(ctx) -> dict:
 def noop(ctx) -> dict:
     """Nothing to do."""
     return {"ok": 1}
+
+
+def strict_mode(ctx) -> dict:
+    """Refuse a `mode` other than quick or thorough, as a built-in phase refuses a bad `with:`
+    value (for the amend tests: a spec mistake that only shows at run time)."""
+    mode = ctx.params["mode"]
+    if mode not in ("quick", "thorough"):
+        raise PhaseError(ctx.phase, f"with.mode must be 'quick' or 'thorough', got {mode!r}")
+    kept = [r for r in ctx.input("score") if r["accepted"]]
+    for batch in ctx.batches(kept, size=4):
+        batch.write({"id": r["id"], "mode": mode} for r in batch.items)
+    return {"kept": len(kept)}
