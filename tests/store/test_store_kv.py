@@ -228,6 +228,7 @@ def test_two_processes_writing_one_file_lose_nothing(tmp_path: Path, child_env: 
     """Two writer processes at once: the busy timeout serialises them, every entry lands."""
     path = tmp_path / "c.sqlite"
     procs = [_write_batches(path, prefix, 40, 25, child_env()) for prefix in ("p", "q")]
-    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    outcomes = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]
+    assert [rc for rc, _ in outcomes] == [0, 0], [err[-2000:] for _, err in outcomes]
     with KVStore(path) as kv:
         assert len(kv) == 2 * 40 * 25 and kv.get("q39-24") == {"b": 39, "i": 24}
