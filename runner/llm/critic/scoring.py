@@ -23,9 +23,9 @@ phase (and per shard of a sharded phase), `<phase>[.shardNNNN].sqlite` (`runner.
 kept across iterations, written one transaction per scored batch. An ITERATE that changes only
 `confidence_threshold` finds every score there: the caller never loads the model and no
 forward pass runs. Runs made before kept one JSON file per score (`critic/ab/<key>.json`);
-those files are still read, so resuming such a run does not score again. `FORWARD_CALLS` counts real forward passes (the re-use test reads
-it). The model key is the model hash plus the resolved dtype and device, because a bf16 GPU
-score is not the float32 CPU score.
+those files are still read, so resuming such a run does not score again. `FORWARD_CALLS`
+counts real forward passes (the re-use test reads it). The model key is the model hash plus
+the resolved dtype and device, because a bf16 GPU score is not the float32 CPU score.
 """
 
 from __future__ import annotations
