@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from .atomic import makedirs_durable
 from .failpoints import crash_point
@@ -42,6 +43,7 @@ __all__ = ["FORMAT_VERSION", "KVStore"]
 
 FORMAT_VERSION = 1  # PRAGMA user_version of a store made by this module
 _DAMAGED = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB: the file itself is bad
+_BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED: another process holds the lock
 _SIDE_FILES = ("-wal", "-shm")
 _log = structlog.get_logger("runner.store")
 
@@ -52,6 +54,13 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
         return (code & 0xFF) in _DAMAGED
     text = str(exc)
     return "not a database" in text or "malformed" in text
+
+
+def _is_busy(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code & 0xFF) in _BUSY if code is not None else "locked" in str(exc)
 
 
 class _Damaged(Exception):
@@ -78,11 +87,19 @@ class KVStore:
         if not self.path.parent.is_dir():
             makedirs_durable(self.path.parent)
         try:
-            self._conn = self._open()
+            self._conn = self._open_waiting()
         except _Damaged as exc:
             self._move_aside(str(exc))
-            self._conn = self._open()  # a fresh file: damage now would be a real I/O fault
+            self._conn = self._open_waiting()  # a fresh file: damage now would be a real I/O fault
         return self._conn
+
+    def _open_waiting(self) -> sqlite3.Connection:
+        # Two processes creating the file at once: switching it to WAL upgrades a read lock,
+        # which SQLite refuses at once (no busy handler: it could deadlock). Retry that.
+        retrying = Retrying(stop=stop_after_delay(self.busy_timeout_s),
+                            wait=wait_exponential(multiplier=0.01, max=0.5),
+                            retry=retry_if_exception(_is_busy), reraise=True)
+        return retrying(self._open)
 
     def _open(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; `_write` issues BEGIN/COMMIT itself.

@@ -232,3 +232,22 @@ def test_two_processes_writing_one_file_lose_nothing(tmp_path: Path, child_env: 
     assert [rc for rc, _ in outcomes] == [0, 0], [err[-2000:] for _, err in outcomes]
     with KVStore(path) as kv:
         assert len(kv) == 2 * 40 * 25 and kv.get("q39-24") == {"b": 39, "i": 24}
+
+
+def test_open_waits_while_another_connection_holds_the_lock(tmp_path: Path) -> None:
+    """A store opened while another connection holds an exclusive lock waits, then works."""
+    import threading
+
+    path = tmp_path / "c.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE unrelated_lock_holder (x)")
+    release = threading.Timer(0.5, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    try:
+        with KVStore(path, busy_timeout_s=20) as kv:
+            kv.put("k", {"v": 1})
+            assert kv.get("k") == {"v": 1} and kv.moved_aside == []
+    finally:
+        release.join()
+        holder.close()
