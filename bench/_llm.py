@@ -77,7 +77,8 @@ def sync(lm: LoadedModel) -> None:
 
 def append_results(title: str, lm: LoadedModel, header: list[str], rows: list[list[str]],
                    notes: list[str]) -> None:
-    """Append a section (device, date, command, table, notes) to bench/RESULTS.md."""
+    """Append a section (device, date, command, table, notes) to bench/HISTORY.md, the log
+    of runs; bench/RESULTS.md's table of current figures is updated by hand from it."""
     stamp = dt.date.today().isoformat()
     command = "python " + " ".join(["bench/" + Path(sys.argv[0]).name, *sys.argv[1:]])
     import transformers
@@ -88,7 +89,7 @@ def append_results(title: str, lm: LoadedModel, header: list[str], rows: list[li
              "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", *notes]
-    with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as fh:
+    with open(ROOT / "bench" / "HISTORY.md", "a", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
 
 

@@ -103,7 +103,7 @@ def main() -> None:
                  "Command: `python bench/bench_core.py --append-results`\n",
                  "| what | median | aim | samples |", "|---|---|---|---|"]
         lines += [f"| {w} | {v:.3f} {u} | {a} | {n} |" for w, v, u, a, n in rows]
-        with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as fh:
+        with open(ROOT / "bench" / "HISTORY.md", "a", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + "\n")
 
 

@@ -292,7 +292,7 @@ def main() -> None:
                  f"steps, {'4-bit NF4 + bf16 autocast' if device.type == 'cuda' else 'float32'}")
         block = (f"\n## SFT: the phase's loop vs plain transformers+peft ({dt.date.today()}, "
                  f"{name})\n\nCommand: `{command}`\n\n{setup}.\n\n{text}\n")
-        with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as f:
+        with open(ROOT / "bench" / "HISTORY.md", "a", encoding="utf-8") as f:
             f.write(block)
 
 

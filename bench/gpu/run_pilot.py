@@ -99,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--tiny", action="store_true", help="a small random model on CPU (smoke test)")
-    parser.add_argument("--append-results", action="store_true", help="also append to bench/RESULTS.md")
+    parser.add_argument("--append-results", action="store_true", help="also append to bench/HISTORY.md (the log of runs)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path("/tmp/runner-gpu-bench")
@@ -134,7 +134,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     (args.out / "results.md").write_text(text)
     if args.append_results:
-        with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as fh:
+        with open(ROOT / "bench" / "HISTORY.md", "a", encoding="utf-8") as fh:
             fh.write(text)
     print(text)
 

@@ -5,6 +5,7 @@ batches and its own seeds (the seed key is `PHASE/shardK`, so shards draw distin
 resumed shard draws the same ones). `ctx.shard_items(items)` gives a shard its share of a list.
 A shard is done when `done.json` (its metrics) exists; a re-run skips done shards and resumes
 the others from their committed batches, so a dead worker loses at most its batch in flight.
+A done shard's batch files are then packed into one file (`BatchStore.pack`).
 
 Executors (`shards: {executor: ...}` in the spec):
 * `local`: in this process one shard after another, or, with several visible GPUs (or
@@ -28,6 +29,7 @@ from runner.errors import PhaseError
 from runner.phases.registry import phase_options, resolve_uses
 from runner.phases.shell import check_metrics
 from runner.store.atomic import write_json_atomic
+from runner.store.batches import BatchStore
 
 __all__ = ["NON_ADDITIVE", "aggregate_metrics", "execute_shards", "run_shard", "shard_dir", "shard_job", "visible_gpus"]
 
@@ -97,6 +99,9 @@ def run_shard(job: dict[str, Any], index: int) -> dict[str, Any]:
     count = sum(1 for line in records.read_text(encoding="utf-8").splitlines() if line.strip())
     done = {"shard": index, "metrics": metrics, "used_cuda": ctx.used_cuda, "records": count}
     write_json_atomic(shard_dir(instance_dir, index) / "done.json", done)
+    # A done shard is never run again: its batch files become one pack (issue 15: ~1,200
+    # files at 15k examples otherwise). Readers see the same batches either way.
+    BatchStore(shard_dir(instance_dir, index)).pack()
     return done
 
 

@@ -1,4 +1,4 @@
-"""All disk I/O of a run folder: atomic files, the journal, the lock, batches, decisions.
+"""All disk I/O of a run folder: atomic files, the journal, the lock, batches, decisions, caches.
 
 Nothing here knows the state machine's rules; see docs/ARCHITECTURE.md for the folder layout.
 """
@@ -7,6 +7,7 @@ from .atomic import create_exclusive, fsync_dir, write_atomic, write_json_atomic
 from .batches import BatchStore, derive_seed
 from .failpoints import crash_point
 from .journal import Journal, JournalRead
+from .kv import KVStore
 from .lock import Holder, RunLock, Takeover, holder_alive, read_holder
 from .run_folder import RunFolder, list_runs, new_run_id
 
@@ -15,6 +16,7 @@ __all__ = [
     "Holder",
     "Journal",
     "JournalRead",
+    "KVStore",
     "RunFolder",
     "RunLock",
     "Takeover",

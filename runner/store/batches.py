@@ -6,6 +6,13 @@ exists complete (committed, skipped on resume) or not at all (redone on resume).
 leave only a temporary file, which `discard_uncommitted` removes. Committed batches are never
 rewritten, so a batch is committed exactly once however often the run is interrupted.
 
+Once a unit of work is finished for good (a sharded phase's shard with its `done.json`), `pack`
+folds its batch files into one file, `batches.packed.jsonl` (one line per batch: its index and
+its exact bytes), written atomically before any batch file is removed, so at every instant the
+batch files and the pack together hold every committed batch; every reader here (committed,
+read_batch, read_records, consolidate, commit's first-wins check) reads both. A 15,000-example
+run would otherwise leave about 1,200 batch files behind.
+
 Because a batch's records depend only on its seed (`derive_seed(run_seed, phase, index)`), a
 redone batch equals the one that would have been written without the crash, and so does
 `records.jsonl`, which is the committed batches concatenated in index order.
@@ -23,9 +30,10 @@ from typing import Any
 from .atomic import fsync_dir, is_temp_name, makedirs_durable, write_atomic
 from .failpoints import crash_point
 
-__all__ = ["BatchStore", "derive_seed", "encode_records", "row_seed"]
+__all__ = ["PACK_NAME", "BatchStore", "derive_seed", "encode_records", "row_seed"]
 
 _BATCH_NAME = re.compile(r"^(\d{6,})\.jsonl$")
+PACK_NAME = "batches.packed.jsonl"  # beside batches/, so it never looks like a batch file
 _SEED_BITS = 63  # fits a signed 64-bit int (numpy, torch, C) and Python's random alike
 
 
@@ -65,17 +73,47 @@ class BatchStore:
     def __init__(self, output_dir: str | os.PathLike[str]) -> None:
         self.output_dir = Path(output_dir)
         self.batches_dir = self.output_dir / "batches"
+        self.pack_path = self.output_dir / PACK_NAME
+        self._pack: dict[int, bytes] | None = None  # read once; only `pack` changes it
 
     def batch_path(self, index: int) -> Path:
         return self.batches_dir / f"{index:06d}.jsonl"
 
-    def committed(self) -> set[int]:
-        """The indexes of the committed batches."""
+    def _files(self) -> set[int]:
         try:
             names = os.listdir(self.batches_dir)
         except FileNotFoundError:
             return set()
         return {int(m.group(1)) for n in names if (m := _BATCH_NAME.match(n))}
+
+    def _packed(self) -> dict[int, bytes]:
+        """The batches in the pack file (index -> the batch file's exact bytes)."""
+        if self._pack is None:
+            self._pack = {}
+            try:
+                with open(self.pack_path, encoding="utf-8") as f:
+                    for n, line in enumerate(f, 1):
+                        try:
+                            entry = json.loads(line)
+                            self._pack[int(entry["index"])] = entry["jsonl"].encode("utf-8")
+                        except (ValueError, KeyError, TypeError, AttributeError):
+                            # Written atomically, so this is damage, not a torn write: say where.
+                            raise ValueError(f"{self.pack_path}: line {n} is not a packed batch") from None
+            except FileNotFoundError:
+                pass
+        return self._pack
+
+    def committed(self) -> set[int]:
+        """The indexes of the committed batches (batch files and packed ones)."""
+        return self._files() | set(self._packed())
+
+    def _batch_bytes(self, index: int) -> bytes:
+        try:
+            return self.batch_path(index).read_bytes()
+        except FileNotFoundError:
+            if index in self._packed():
+                return self._packed()[index]
+            raise
 
     def commit(self, index: int, records: list[dict[str, Any]]) -> bool:
         """Commit batch `index` durably; False (and nothing written) if it already was.
@@ -86,7 +124,7 @@ class BatchStore:
         if index < 0:
             raise ValueError(f"batch index must be >= 0, got {index}")
         path = self.batch_path(index)
-        if path.exists():
+        if path.exists() or index in self._packed():
             return False
         data = encode_records(records)  # before any disk effect: a bad record raises cleanly
         if not self.batches_dir.is_dir():
@@ -112,8 +150,8 @@ class BatchStore:
 
     def read_batch(self, index: int) -> list[dict[str, Any]]:
         """The records of one committed batch."""
-        with open(self.batch_path(index), encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        text = self._batch_bytes(index).decode("utf-8")
+        return [json.loads(line) for line in text.split("\n") if line.strip()]
 
     def read_records(self) -> list[dict[str, Any]]:
         """All committed records, in batch-index order."""
@@ -126,6 +164,39 @@ class BatchStore:
         """Write all committed batches, in index order, to `path` (default
         `output_dir/records.jsonl`) atomically; byte-identical whenever the batches are."""
         target = Path(path) if path is not None else self.output_dir / "records.jsonl"
-        chunks = [self.batch_path(i).read_bytes() for i in sorted(self.committed())]
+        chunks = [self._batch_bytes(i) for i in sorted(self.committed())]
         write_atomic(target, b"".join(chunks))
         return target
+
+    def pack(self) -> Path | None:
+        """Fold every committed batch file into the pack, then remove the files; the pack's
+        path, or None when there were no batch files.
+
+        Only for work that is finished for good: the pack is written (atomically, durably)
+        before the first file goes, so a crash at any point leaves every batch readable, in
+        the files, the pack, or both (with the same bytes).
+        """
+        files = sorted(self._files())
+        if not files:
+            return None
+        packed = dict(self._packed())
+        for index in files:
+            packed.setdefault(index, self.batch_path(index).read_bytes())  # first commit wins
+        data = "".join(
+            json.dumps({"index": i, "jsonl": packed[i].decode("utf-8")}, ensure_ascii=False) + "\n"
+            for i in sorted(packed)
+        ).encode("utf-8")
+        crash_point("batch.before_pack")
+        write_atomic(self.pack_path, data)
+        self._pack = packed
+        crash_point("batch.packed")
+        for index in files:
+            os.unlink(self.batch_path(index))
+            crash_point("batch.unpacked_file_removed")
+        fsync_dir(self.batches_dir)
+        try:
+            self.batches_dir.rmdir()  # empty unless a crash left a temporary file
+            fsync_dir(self.output_dir)
+        except OSError:
+            pass
+        return self.pack_path

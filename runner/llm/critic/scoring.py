@@ -18,11 +18,14 @@ positions through lm_head, and compiled layers once a process scores a lot. Scor
 in the order given, and equal the unbucketed ones up to float rounding (a test checks verdicts).
 
 Scores do not depend on the threshold, so they are cached on disk under
-`cache_dir/critic/`, keyed by sha256 of (model key, prompt text, labels). An ITERATE that
-changes only `confidence_threshold` finds every score there: the caller never loads the model
-and no forward pass runs. `FORWARD_CALLS` counts real forward passes (the re-use test reads
-it). The model key is the model hash plus the resolved dtype and device, because a bf16 GPU
-score is not the float32 CPU score.
+`cache_dir/critic/`, keyed by sha256 of (model key, prompt text, labels): one SQLite file per
+phase (and per shard of a sharded phase), `<phase>[.shardNNNN].sqlite` (`runner.store.kv`),
+kept across iterations, written one transaction per scored batch. An ITERATE that changes only
+`confidence_threshold` finds every score there: the caller never loads the model and no
+forward pass runs. Runs made before kept one JSON file per score (`critic/ab/<key>.json`);
+those files are still read, so resuming such a run does not score again. `FORWARD_CALLS`
+counts real forward passes (the re-use test reads it). The model key is the model hash plus
+the resolved dtype and device, because a bf16 GPU score is not the float32 CPU score.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,7 @@ from runner.errors import PhaseError
 from runner.llm.critic.bucketing import bucket_stats, plan_buckets
 from runner.llm.critic.forward import next_token_logits
 from runner.llm.loading.loader import LoadedModel
+from runner.store.kv import KVStore
 
 __all__ = [
     "FORWARD_CALLS",
@@ -167,11 +171,42 @@ def score_prompts(
     return [results[i] for i in range(len(token_ids))]
 
 
-class ScoreCache:
-    """Critic scores on disk, one small JSON file per key (written atomically)."""
+_SCORE_FIELDS = ("logprob_a", "logprob_b", "p_a", "margin")
 
-    def __init__(self, root: Path) -> None:
+
+def _score_from(data: dict[str, Any] | None) -> Score | None:
+    """A Score from a stored object, or None when it lacks a field or one is not a number."""
+    if data is None:
+        return None
+    try:
+        if any(isinstance(data[k], bool) for k in _SCORE_FIELDS):
+            return None
+        return Score(**{k: float(data[k]) for k in _SCORE_FIELDS})
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class ScoreCache:
+    """Critic scores on disk: one SQLite file `root/<name>.sqlite` (`runner.store.kv`).
+
+    `get` and `put` take one item's key; `put`s inside `batch()` commit together, so a scored
+    batch costs one transaction and a crash leaves all of it or none. A stored value that does
+    not read back as a Score counts as missing and is scored again. The one-file-per-key
+    folders of older runs (`root/ab/<key>.json`) are read when the database misses.
+    """
+
+    def __init__(self, root: Path, name: str = "scores") -> None:
         self.root = Path(root)
+        self._kv = KVStore(self.root / f"{name}.sqlite", log=_log)
+        self._legacy = self.root.is_dir() and any(
+            p.is_dir() and len(p.name) == 2 for p in self.root.iterdir())
+
+    @classmethod
+    def for_phase(cls, cache_dir: Path, phase: str, shard: int | None = None) -> ScoreCache:
+        """The cache of one critic phase: its own file, and each shard its own, so no two
+        processes ever write one file (Ray workers on other hosts included)."""
+        name = phase if shard is None else f"{phase}.shard{shard:04d}"
+        return cls(Path(cache_dir) / "critic", name)
 
     @staticmethod
     def key(model_key: str, prompt: str, labels: list[str]) -> str:
@@ -179,24 +214,33 @@ class ScoreCache:
         blob = json.dumps([model_key, prompt, list(labels)], ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def _file(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
+    def _legacy_get(self, key: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.root / key[:2] / f"{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def get(self, key: str) -> Score | None:
-        """The stored score, or None (also for a damaged file, which is then rescored)."""
-        try:
-            data = json.loads(self._file(key).read_text(encoding="utf-8"))
-            return Score(**{k: float(data[k]) for k in ("logprob_a", "logprob_b", "p_a", "margin")})
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        """The stored score, or None (also for a damaged entry, which is then rescored)."""
+        score = _score_from(self._kv.get(key))
+        if score is None and self._legacy:
+            score = _score_from(self._legacy_get(key))
+        return score
 
     def put(self, key: str, score: Score) -> None:
-        """Store a score; a crash mid-write leaves no partial file behind."""
-        path = self._file(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(score.as_dict()), encoding="utf-8")
-        os.replace(tmp, path)
+        """Store a score (committed at once, or with the enclosing `batch()`)."""
+        self._kv.put(key, score.as_dict())
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Puts inside the block commit in one transaction; if it raises, none is stored."""
+        with self._kv.transaction():
+            yield
+
+    def close(self) -> None:
+        """Close the database (its WAL is folded back into the one file)."""
+        self._kv.close()
 
 
 def score_cached(
@@ -216,7 +260,8 @@ def score_cached(
     missing = [i for i, s in enumerate(found) if s is None]
     if missing:
         fresh = score_prompts(get_model(), [token_ids[i] for i in missing], labels, log)
-        for i, score in zip(missing, fresh):
-            cache.put(keys[i], score)
-            found[i] = score
+        with cache.batch():  # one transaction per scored batch
+            for i, score in zip(missing, fresh):
+                cache.put(keys[i], score)
+                found[i] = score
     return [s for s in found if s is not None], len(keys) - len(missing)

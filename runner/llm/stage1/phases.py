@@ -242,7 +242,7 @@ def critic_filter(ctx: Any) -> dict[str, float]:
     device = resolve_device(spec.get("device"), ctx.phase)
     dtype = resolve_dtype(spec.get("dtype"), device, ctx.phase)
     model_key = f"{fp.model_hash}:{dtype}:{device.type}"  # scores differ by dtype and device
-    cache = critic_lib.ScoreCache(ctx.cache_dir / "critic")
+    cache = critic_lib.ScoreCache.for_phase(ctx.cache_dir, ctx.phase, getattr(ctx, "shard", None))
     denylist, model = chat_denylist(tok), _Model(ctx, spec)
     settings = {"source": source, "kind": kind, "confidence_threshold": threshold,
                 "labels": labels, "shots": shots, "fewshot": fewshot,
@@ -276,6 +276,7 @@ def critic_filter(ctx: Any) -> dict[str, float]:
         written += out
         bar.update(len(out))
     bar.close()
+    cache.close()
     scored = own_records(ctx, written)
     accepted = sum(1 for r in scored if r["keep"])
     ctx.log.info("critic_scored", phase=ctx.phase, scored=len(written), cache_hits=hits)
