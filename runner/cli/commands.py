@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,42 @@ def cmd_plan(args: argparse.Namespace, state_dir: Path) -> int:
     return EXIT_OK
 
 
-def _drive(engine: Any, wait: bool) -> int:
+def _console_steps(engine: Any) -> list[Any]:
+    """The run's plan for the console: each step's kind and, for this iteration, what is done."""
+    from runner.console.view import StepInfo  # noqa: PLC0415
+
+    steps = []
+    for step in engine.plan.steps:
+        if isinstance(step, GateStep):
+            steps.append(StepInfo(step.name, "gate"))
+            continue
+        phase = engine.spec.phase(step.name)
+        inst = engine.st.instance(step.name, engine.st.iteration)
+        done = inst is not None and str(inst.status) in ("succeeded", "reused")
+        steps.append(StepInfo(step.name, str(phase.uses) if phase.uses else "shell",
+                              str(inst.status) if done else "pending",
+                              inst.wall_s if done else None, inst.metrics if done else {}))
+    return steps
+
+
+def _console(verbose: bool) -> Any:
+    """The live view on a terminal, one line per phase elsewhere (see runner.console.view)."""
+    from runner.console.view import LineView, console_mode  # noqa: PLC0415
+
+    if console_mode(sys.stderr) == "live":
+        from runner.console.live import LiveView  # noqa: PLC0415
+
+        return LiveView(sys.stderr, verbose)
+    return LineView(sys.stderr, verbose)
+
+
+def _drive(engine: Any, wait: bool, verbose: bool = False) -> int:
+    from runner.console.view import use_view  # noqa: PLC0415
+
     try:
-        code = engine.drive(wait)
+        with use_view(_console(verbose)) as view:
+            view.begin(engine.folder.run_id, _console_steps(engine))
+            code = engine.drive(wait)
     except KeyboardInterrupt:
         if engine.state is not None and engine.state.status == RunStatus.AWAITING_DECISION:
             engine.log.info("wait_interrupted", gate=engine.state.pending_gate)
@@ -97,7 +131,7 @@ def cmd_run(args: argparse.Namespace, state_dir: Path) -> int:
     spec = load_spec(args.spec, args.sets)  # every problem reported before anything is written
     engine = RunEngine.start(spec, state_dir, args.run_id)
     print(f"run {engine.folder.run_id} in {engine.folder.root}", flush=True)
-    return _drive(engine, args.wait)
+    return _drive(engine, args.wait, getattr(args, "verbose", False))
 
 
 def cmd_resume(args: argparse.Namespace, state_dir: Path) -> int:
@@ -108,7 +142,7 @@ def cmd_resume(args: argparse.Namespace, state_dir: Path) -> int:
     if folder.exists() and not Journal(folder.events).read(repair=False).records:
         # Its `run` died before journalling the start: `open` finishes the start.
         engine = RunEngine.open(state_dir, args.run_id)
-        return _drive(engine, args.wait)
+        return _drive(engine, args.wait, getattr(args, "verbose", False))
     view = open_view(state_dir, args.run_id)
     finished = {RunStatus.COMPLETED: EXIT_OK, RunStatus.ABORTED: 5}
     # `journalled`: an ABORT recorded by `decide` but not yet journalled is journalled below.
@@ -121,7 +155,7 @@ def cmd_resume(args: argparse.Namespace, state_dir: Path) -> int:
         return EXIT_AT_GATE
     engine = RunEngine.open(state_dir, args.run_id)
     engine.recover()
-    return _drive(engine, args.wait)
+    return _drive(engine, args.wait, getattr(args, "verbose", False))
 
 
 def status_json(view: RunView) -> dict[str, Any]:
