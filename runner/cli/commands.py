@@ -181,41 +181,55 @@ def status_json(view: RunView) -> dict[str, Any]:
     }
 
 
+def _print_table(renderable: Any) -> None:
+    """A rich table on stdout: coloured on a terminal, plain lines (160 wide at most) in a pipe."""
+    if sys.stdout.isatty():
+        from rich.console import Console  # noqa: PLC0415
+
+        Console(highlight=False).print(renderable)
+        return
+    from runner.console.tables import render_text  # noqa: PLC0415
+
+    for line in render_text(renderable):
+        print(line)
+
+
+def _run_row(state_dir: Path, run_id: str) -> dict[str, Any]:
+    """One run of the state dir for `status` without a run id (plain data for the table)."""
+    try:
+        view = open_view(state_dir, run_id)
+    except Exception as exc:  # one broken run folder must not hide the others
+        return {"run_id": run_id, "status": "unreadable", "error": str(exc)}
+    state = view.state
+    current = [p for p in state.phases if p.iteration == state.iteration]
+    done = sum(1 for p in current if str(p.status) in ("succeeded", "reused"))
+    phases = sum(1 for step in view.plan.steps if not isinstance(step, GateStep))
+    return {"run_id": run_id, "name": state.name, "status": view.status, "iteration": state.iteration,
+            "pending_gate": state.pending_gate, "phases": f"{done}/{phases}", "gpu_seconds": view.gpu_seconds()}
+
+
 def cmd_status(args: argparse.Namespace, state_dir: Path) -> int:
-    """One run in detail, or every run of the state dir one line each."""
+    """One run in detail, or every run of the state dir one row each (`--json`: the contract's)."""
     if args.run_id is None:
-        rows = []
-        for run_id in list_runs(state_dir):
-            try:
-                view = open_view(state_dir, run_id)
-            except Exception as exc:
-                rows.append({"run_id": run_id, "status": "unreadable", "error": str(exc)})
-                continue
-            rows.append({"run_id": run_id, "name": view.state.name, "status": view.status,
-                         "iteration": view.state.iteration, "pending_gate": view.state.pending_gate})
+        rows = [_run_row(state_dir, run_id) for run_id in list_runs(state_dir)]
         if args.json:
-            _print_json(rows)
-        for r in [] if args.json else rows:
-            gate = f" gate={r['pending_gate']}" if r.get("pending_gate") else ""
-            print(f"{r['run_id']}  {r['status']}  iteration={r.get('iteration', '-')}{gate}")
+            _print_json([{k: r[k] for k in ("run_id", "name", "status", "iteration", "pending_gate", "error")
+                          if k in r} for r in rows])
+        elif rows:
+            from runner.console.tables import run_list_table  # noqa: PLC0415
+
+            _print_table(run_list_table(rows))
         return EXIT_OK
-    data = status_json(open_view(state_dir, args.run_id))
+    view = open_view(state_dir, args.run_id)
+    data = status_json(view)
     if args.json:
         _print_json(data)
         return EXIT_OK
-    print(f"run {data['run_id']} ({data['name']}): {data['status']}, iteration {data['iteration']}"
-          + (f", gate '{data['pending_gate']}' pending" if data["pending_gate"] else ""))
-    if data["failure"]:
-        print(f"failure: {data['failure']}")
-    for p in data["phases"]:
-        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in p["metrics"].items())
-        reused = f" (from iteration {p['reused_from']})" if p["reused_from"] else ""
-        print(f"  {p['name']:<24} i{p['iteration']:<3} {p['status']:<9}{reused} {p['wall_s']:.2f}s {metrics}")
-    for d in data["decisions"]:
-        print(f"  decision {d['gate']} i{d['iteration']}: {d['decision']} by {d['reviewer']}: {d['reason']}"
-              + (f" set {d['set']}" if d["set"] else ""))
-    cost = f", ${data['cost_usd']:.2f}" if data["cost_usd"] is not None else ""
-    print(f"GPU-seconds: {data['gpu_seconds']:.1f}{cost}")
+    from runner.console.tables import status_block  # noqa: PLC0415
+
+    kinds = {step.name: str(view.spec.phase(step.name).uses or "shell")
+             for step in view.plan.steps if not isinstance(step, GateStep)}
+    _print_table(status_block(data, kinds))
     return EXIT_OK
 
 

@@ -62,6 +62,8 @@ def gate_block(event: Mapping[str, Any]) -> RenderableType:
         parts.append(Text(f"packet: {event['packet']}", style="dim"))
     parts.append(Text("next:", style="bold"))
     parts += [Text(f"  {command}", style="cyan") for command in next_commands(run_id, gate)]
+    if failing:
+        parts.append(Text("  (proceed while a check fails needs --override-checks)", style="dim"))
     return Group(*parts)
 
 
@@ -123,11 +125,13 @@ def status_block(data: Mapping[str, Any], kinds: Mapping[str, str]) -> Renderabl
         parts.append(table)
     else:
         parts.append(Text("decisions: none yet", style="dim"))
-    gpu = f"GPU time: {format_duration(data.get('gpu_seconds'))} ({format_value(data.get('gpu_seconds'))} s)"
+    gpu = f"GPU time {format_duration(data.get('gpu_seconds'))}"
     if data.get("cost_usd") is not None:
         gpu += f", cost ${data['cost_usd']:.2f}"
         if data.get("max_usd") is not None:
             gpu += f" of max ${format_value(data['max_usd'])}"
+    else:
+        gpu += " (cost: give the spec a budget.gpu_hour_usd)"
     parts.append(Text(gpu))
     return Group(*parts)
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from runner.console.summary import clip, format_duration, key_metrics
+from runner.console.summary import MAX_LINE, clip, format_duration, key_metrics
 
 __all__ = [
     "ConsoleView",
@@ -146,10 +146,10 @@ class LineView(ConsoleView):
             dur = format_duration(event.get("duration_s"))
             self.write(clip(f"{at} ✓ {phase} {dur}  {_metrics_text(kind, event.get('metrics') or {})}".rstrip()))
         elif name == "phase_failed":
-            dur = format_duration(event.get("duration_s"))
-            self.write(clip(f"{at} ✗ {phase} failed after {dur}: {event.get('error')}"))
-            if event.get("hint"):
-                self.write(clip(f"         {event['hint']}"))
+            head = f"{at} ✗ {phase} failed after {format_duration(event.get('duration_s'))}: "
+            tail = f" → {event['hint']}" if event.get("hint") else ""
+            error = " ".join(str(event.get("error", "")).split())  # one line, whatever the error held
+            self.write(clip(head + clip(error, max(20, MAX_LINE - len(head) - len(tail))) + tail))
         elif name == "phase_reused":
             metrics = _metrics_text(kind, event.get("metrics") or {})
             self.write(clip(f"{at} ↺ {phase} reused from iteration {event.get('source_iteration')}  {metrics}".rstrip()))
