@@ -14,8 +14,9 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 import structlog
 
@@ -28,7 +29,9 @@ _lock = threading.RLock()  # shard-relay threads log too: one event at a time, w
 _settings: dict[str, Any] = {"verbose": False, "stream": None, "renderer": None}
 
 
-def _tee_json(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _tee_json(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Append the event to the run's log.jsonl (if attached) before console rendering."""
     with _lock:
         if _run_log is not None:
@@ -37,7 +40,7 @@ def _tee_json(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[st
     return event_dict
 
 
-def _to_console(logger: Any, method: str, event_dict: dict[str, Any]) -> Any:
+def _to_console(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Hand the event to the console view (and, with -v, its structured line); print nothing else."""
     stream = _settings["stream"] or sys.stderr
     with _lock:
@@ -83,7 +86,7 @@ def configure_logging(verbose: bool = False, console: IO[str] | None = None) -> 
             _to_console,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, stream)),
         cache_logger_on_first_use=False,
     )
 

@@ -259,7 +259,8 @@ def execute_shards(job: dict[str, Any], sharding: dict[str, Any], log: Any) -> t
         out.flush()
         os.fsync(out.fileno())
     os.replace(instance_dir / "records.jsonl.tmp", instance_dir / "records.jsonl")
-    return aggregate_metrics(dones), any(d["used_cuda"] for d in dones)  # type: ignore[index]
+    finished = [d for d in dones if d is not None]  # none is None: `missing` raised above
+    return aggregate_metrics(finished), any(d["used_cuda"] for d in finished)
 
 
 def _worker_main(argv: list[str]) -> int:

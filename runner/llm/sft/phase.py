@@ -249,13 +249,13 @@ def sft(ctx: Any) -> dict[str, float]:
     for batch in ctx.batches([record], size=1):
         batch.write(batch.items)
     peak = _peak_memory_gb(device)
-    tokens_per_s, train_tokens = trainer.tokens_per_s(), trainer.progress.train_tokens
+    tokens_per_s, train_tokens, steps = trainer.tokens_per_s(), trainer.progress.train_tokens, trainer.step
     del trainer, model  # give the GPU memory back to later phases of this process
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {
-        "final_loss": final_loss, "steps": record["steps"], "tokens_per_s": tokens_per_s,
+        "final_loss": final_loss, "steps": steps, "tokens_per_s": tokens_per_s,
         "train_tokens": train_tokens, "peak_memory_gb": peak, "examples": len(examples),
         "skipped": skipped, "truncated": truncated, "resumed_from_step": resumed_from,
     }
