@@ -158,6 +158,15 @@ class LiveView(ConsoleView):
                 self.rows[name] = _Row(name, self.kinds.get(name, ""))
             return self.rows[name]
 
+    def _running(self, phase: str) -> _Row | None:
+        """The row an event without a known phase belongs to: the one running phase, if any
+        (phases run one at a time; model code logs without the phase's name)."""
+        with self._lock:
+            if phase in self.rows:
+                return self.rows[phase] if self.rows[phase].status == "running" else None
+            running = [row for row in self.rows.values() if row.status == "running"]
+        return running[0] if len(running) == 1 else None
+
     @staticmethod
     def _metrics(kind: str | None, metrics: Mapping[str, Any]) -> str:
         return "  ".join(f"{label} {value}" for label, value in key_metrics(kind, metrics or {}))
@@ -194,6 +203,7 @@ class LiveView(ConsoleView):
 
             self._row(str(event.get("gate"))).status = "gate"
             self._stop_live()
+            self.console.print()
             self.console.print(gate_block(event))
         elif name == "decision_applied":
             self._print(Text(f"→ {event.get('decision')} at gate {event.get('gate')} by {event.get('reviewer')}"))
@@ -204,6 +214,8 @@ class LiveView(ConsoleView):
             self._after_gate.append(Text(f"✓ run {event.get('run_id', '')} completed", style="bold green"))
         elif not self.verbose and event.get("level") in ("warning", "error", "critical"):
             self._print(Text(generic_line(event), style="yellow"))
+        elif isinstance(name, str) and (row := self._running(phase)) is not None:
+            row.detail = name.replace("_", " ")  # what the running phase did last: "model loaded"
 
     def _print(self, renderable: RenderableType) -> None:
         """Print above the live area (or plainly when none is running)."""

@@ -23,6 +23,7 @@ def test_rows_show_status_elapsed_metrics_and_the_bar():
     with use_view(view):
         view.begin("r1", STEPS)
         view.handle({"event": "phase_started", "phase": "gen", "attempt": 1})
+        view.handle({"event": "model_loaded", "level": "info", "seconds": 2.9})  # no phase: the running one
         bar = progress(80, "gen: generate")
         bar.update(30)
         frame = Console(file=io.StringIO(), record=True, width=120)
@@ -33,6 +34,7 @@ def test_rows_show_status_elapsed_metrics_and_the_bar():
                      "metrics": {"generated": 80, "count": 40, "tokens": 888}})
     assert "gen" in text and "running" in text and "pending" in text and "gate" in text
     assert "gen: generate" in text and "30/80" in text and "ETA" in text
+    assert "model loaded" in text  # a running phase's row says what it did last
     final = console.export_text()
     assert "✓ gen" in final and "succeeded" in final and "6.1s" in final and "kept 40/80" in final
 
