@@ -85,7 +85,9 @@ def _console_steps(engine: Any) -> list[Any]:
     steps = []
     for step in engine.plan.steps:
         if isinstance(step, GateStep):
-            steps.append(StepInfo(step.name, "gate"))
+            passed = any(d.gate == step.name and d.iteration == engine.st.iteration and d.decision == "proceed"
+                         for d in engine.st.decisions)
+            steps.append(StepInfo(step.name, "gate", "passed" if passed else "pending"))
             continue
         phase = engine.spec.phase(step.name)
         inst = engine.st.instance(step.name, engine.st.iteration)

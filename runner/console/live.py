@@ -59,7 +59,7 @@ class _Row:
 
 
 _ICONS = {"pending": ("·", "dim"), "succeeded": ("✓", "green"), "reused": ("↺", "cyan"),
-          "failed": ("✗", "bold red"), "gate": ("⏸", "yellow")}
+          "failed": ("✗", "bold red"), "gate": ("⏸", "yellow"), "passed": ("✓", "green")}
 
 
 class _Bar:
@@ -120,10 +120,10 @@ class LiveView(ConsoleView):
             else:
                 char, style = _ICONS.get(row.status, ("?", ""))
                 icon, elapsed = Text(char, style=style), row.wall_s
-            shown = "" if row.status in ("pending", "gate") else format_duration(elapsed)
+            shown = "" if row.kind == "gate" or row.status == "pending" else format_duration(elapsed)
             label = row.status
             if row.kind == "gate":
-                label = "awaiting decision" if row.status == "gate" else "gate"
+                label = {"gate": "awaiting decision", "passed": "proceeded"}.get(row.status, "gate")
             status = Text(label, style=_ICONS.get(row.status, ("", "yellow"))[1] or "yellow")
             table.add_row(icon, Text(row.name, style="bold"), status, shown, Text(row.detail, style="dim"))
         return Group(table, self.bars) if self.bars.tasks else table
@@ -206,6 +206,8 @@ class LiveView(ConsoleView):
             self.console.print()
             self.console.print(gate_block(event))
         elif name == "decision_applied":
+            if event.get("decision") == "proceed" and str(event.get("gate")) in self.rows:
+                self.rows[str(event.get("gate"))].status = "passed"
             self._print(Text(f"→ {event.get('decision')} at gate {event.get('gate')} by {event.get('reviewer')}"))
         elif name == "waiting_for_decision":
             self._print(Text(f"waiting for a decision at gate {event.get('gate')} (Ctrl-C stops waiting)",

@@ -32,7 +32,7 @@ _KEYS: dict[str, tuple[Any, ...]] = {
     "qc": ("runaway_rate", "median_response_tokens", "median_tokens", "pair_acceptance"),
     "sft": ("steps", "final_loss", "loss"),
     "evaluate": ("base_pass_rate", "sft_pass_rate", "improvement"),
-    "merge": ("records", "shards"),
+    "merge": ("merged", "pair_acceptance", "runaway_rate"),
 }
 _MAX_SHOWN = 3
 
@@ -69,11 +69,21 @@ def _numeric(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _derived(kind: str | None, metrics: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A sharded critic sums its shards' counts but cannot sum a rate: derive it back."""
+    if kind == "critic_filter" and "acceptance" not in metrics:
+        accepted, scored = metrics.get("accepted"), metrics.get("scored")
+        if _numeric(accepted) and _numeric(scored) and scored:
+            return {**metrics, "acceptance": accepted / scored}
+    return metrics
+
+
 def key_metrics(kind: str | None, metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The two or three (label, text) pairs worth a line for a phase of `kind` (its `uses`).
 
     A known built-in kind shows its chosen metrics; anything else its first two numbers.
     """
+    metrics = _derived(kind, metrics)
     shown: list[tuple[str, str]] = []
     for key in _KEYS.get(kind or "", ()):
         if isinstance(key, tuple):

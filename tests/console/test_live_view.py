@@ -74,3 +74,14 @@ def test_bars_left_open_are_removed_at_close():
         view.begin("r1", STEPS)
         progress(10, "gen: generate").update(3)
     assert view.bars.tasks == []
+
+
+def test_a_proceeded_gate_is_shown_as_passed():
+    """After a PROCEED decision the gate's row reads `proceeded`, not `gate`."""
+    console = _console()
+    view = LiveView(console=console)
+    with use_view(view):
+        view.begin("r1", STEPS)
+        view.handle({"event": "decision_applied", "gate": "g", "decision": "proceed", "reviewer": "ana"})
+    text = console.export_text()
+    assert "→ proceed at gate g by ana" in text and "proceeded" in text

@@ -36,6 +36,11 @@ def test_critic_without_self_test_figures_shows_acceptance_only():
     assert key_metrics("critic_filter", {"scored": 40, "acceptance": 1.0}) == [("acceptance", "1")]
 
 
+def test_sharded_critic_shows_acceptance_from_its_summed_counts():
+    """A sharded critic's metrics hold accepted and scored sums but no rate: the rate is derived."""
+    assert key_metrics("critic_filter", {"shards": 4, "scored": 60, "accepted": 45})[0] == ("acceptance", "0.75")
+
+
 def test_qc_sft_and_evaluate_show_their_own_figures():
     """qc: runaway rate and median tokens; sft: steps and loss; evaluate: pass rates and improvement."""
     qc = {"runaway_rate": 0.0, "token_limit_rate": 0.1, "median_response_tokens": 14.0, "pair_acceptance": 1.0}
@@ -45,6 +50,12 @@ def test_qc_sft_and_evaluate_show_their_own_figures():
     assert key_metrics("sft", sft) == [("steps", "20"), ("final_loss", "1.235")]
     assert key_metrics("evaluate", ev) == [("base_pass_rate", "0.25"), ("sft_pass_rate", "0.5"),
                                            ("improvement", "0.25")]
+
+
+def test_merge_shows_merged_pairs_and_rates():
+    """merge shows how many pairs it kept and two of its QC rates, not its long additive counts."""
+    metrics = {"additive_pair_critic_accepted": 60.0, "merged": 60.0, "pair_acceptance": 1.0, "runaway_rate": 0.0}
+    assert key_metrics("merge", metrics) == [("merged", "60"), ("pair_acceptance", "1"), ("runaway_rate", "0")]
 
 
 def test_unknown_phase_shows_its_first_two_numbers():
