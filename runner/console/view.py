@@ -154,9 +154,9 @@ class LineView(ConsoleView):
             metrics = _metrics_text(kind, event.get("metrics") or {})
             self.write(clip(f"{at} ↺ {phase} reused from iteration {event.get('source_iteration')}  {metrics}".rstrip()))
         elif name == "shard_done":
-            of = event.get("shards")
-            self.write(clip(f"{at}   {phase} shard {event.get('shard')}{f' of {of}' if of else ''} done "
-                            f"{format_duration(event.get('duration_s'))}"))
+            of, took = event.get("shards"), event.get("duration_s")
+            self.write(clip(f"{at}   {phase} shard {event.get('shard')}{f' of {of}' if of else ''} done"
+                            + (f" {format_duration(took)}" if took is not None else "")))
         elif name == "gate_reached":
             from runner.console.tables import gate_lines  # noqa: PLC0415 - rich only at a gate
 

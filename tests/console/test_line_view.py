@@ -95,3 +95,10 @@ def test_console_mode_follows_runner_console(monkeypatch, env, expected):
     """RUNNER_CONSOLE forces a mode; `auto` on a non-terminal stream gives lines."""
     monkeypatch.setenv("RUNNER_CONSOLE", env)
     assert console_mode(io.StringIO()) == expected
+
+
+def test_each_finished_shard_is_one_line():
+    """Without a terminal a sharded phase reports each finished shard, with its time when known."""
+    lines = _lines({"event": "shard_done", "phase": "draw", "shard": 2, "shards": 4, "duration_s": 3.2},
+                   {"event": "shard_done", "phase": "draw", "shard": 0, "shards": 4})
+    assert lines == ["14:17:03   draw shard 2 of 4 done 3.2s", "14:17:03   draw shard 0 of 4 done"]
