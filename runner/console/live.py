@@ -216,8 +216,8 @@ class LiveView(ConsoleView):
             self._after_gate.append(Text(f"✓ run {event.get('run_id', '')} completed", style="bold green"))
         elif not self.verbose and event.get("level") in ("warning", "error", "critical"):
             self._print(Text(generic_line(event), style="yellow"))
-        elif isinstance(name, str) and (row := self._running(phase)) is not None:
-            row.detail = name.replace("_", " ")  # what the running phase did last: "model loaded"
+        elif isinstance(name, str) and (running := self._running(phase)) is not None:
+            running.detail = name.replace("_", " ")  # what the running phase did last: "model loaded"
 
     def _print(self, renderable: RenderableType) -> None:
         """Print above the live area (or plainly when none is running)."""
