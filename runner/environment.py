@@ -20,6 +20,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "RUNNER_GENERATION": ENGINES,  # llm/generation.engine_for
     "RUNNER_DECODE_COMPILE": COMPILE_MODES,  # llm/fastgen: compiled parts in the step graphs
     "RUNNER_CRITIC_COMPILE": COMPILE_MODES,  # llm/critic_forward: compiled decoder layers
+    "RUNNER_CONSOLE": ("auto", "live", "lines"),  # console/view: live view or one line per phase
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +92,44 @@ def cmd_plan(args: argparse.Namespace, state_dir: Path) -> int:
     return EXIT_OK
 
 
-def _drive(engine: Any, wait: bool) -> int:
+def _console_steps(engine: Any) -> list[Any]:
+    """The run's plan for the console: each step's kind and, for this iteration, what is done."""
+    from runner.console.view import StepInfo  # noqa: PLC0415
+
+    steps = []
+    for step in engine.plan.steps:
+        if isinstance(step, GateStep):
+            passed = any(d.gate == step.name and d.iteration == engine.st.iteration and d.decision == "proceed"
+                         for d in engine.st.decisions)
+            steps.append(StepInfo(step.name, "gate", "passed" if passed else "pending"))
+            continue
+        phase = engine.spec.phase(step.name)
+        inst = engine.st.instance(step.name, engine.st.iteration)
+        done = inst is not None and str(inst.status) in ("succeeded", "reused")
+        steps.append(StepInfo(step.name, str(phase.uses) if phase.uses else "shell",
+                              str(inst.status) if done else "pending",
+                              inst.wall_s if done else None, inst.metrics if done else {}))
+    return steps
+
+
+def _console(verbose: bool) -> Any:
+    """The live view on a terminal, one line per phase elsewhere (see runner.console.view)."""
+    from runner.console.view import LineView, console_mode  # noqa: PLC0415
+
+    if console_mode(sys.stderr) == "live":
+        from runner.console.live import LiveView  # noqa: PLC0415
+
+        return LiveView(sys.stderr, verbose)
+    return LineView(sys.stderr, verbose)
+
+
+def _drive(engine: Any, wait: bool, verbose: bool = False) -> int:
+    from runner.console.view import use_view  # noqa: PLC0415
+
     try:
-        code = engine.drive(wait)
+        with use_view(_console(verbose)) as view:
+            view.begin(engine.folder.run_id, _console_steps(engine))
+            code = engine.drive(wait)
     except KeyboardInterrupt:
         if engine.state is not None and engine.state.status == RunStatus.AWAITING_DECISION:
             engine.log.info("wait_interrupted", gate=engine.state.pending_gate)
@@ -111,7 +147,7 @@ def cmd_run(args: argparse.Namespace, state_dir: Path) -> int:
     spec = load_spec(args.spec, args.sets)  # every problem reported before anything is written
     engine = RunEngine.start(spec, state_dir, args.run_id)
     print(f"run {engine.folder.run_id} in {engine.folder.root}", flush=True)
-    return _drive(engine, args.wait)
+    return _drive(engine, args.wait, getattr(args, "verbose", False))
 
 
 def cmd_resume(args: argparse.Namespace, state_dir: Path) -> int:
@@ -127,7 +163,7 @@ def cmd_resume(args: argparse.Namespace, state_dir: Path) -> int:
     if folder.exists() and not Journal(folder.events).read(repair=False).records:
         # Its `run` died before journalling the start: `open` finishes the start.
         engine = RunEngine.open(state_dir, args.run_id)
-        return _drive(engine, args.wait)
+        return _drive(engine, args.wait, getattr(args, "verbose", False))
     view = open_view(state_dir, args.run_id)
     finished = {RunStatus.COMPLETED: EXIT_OK, RunStatus.ABORTED: 5}
     # `journalled`: an ABORT recorded by `decide` but not yet journalled is journalled below.
@@ -140,7 +176,7 @@ def cmd_resume(args: argparse.Namespace, state_dir: Path) -> int:
         return EXIT_AT_GATE
     engine = RunEngine.open(state_dir, args.run_id)
     engine.recover()
-    return _drive(engine, args.wait)
+    return _drive(engine, args.wait, getattr(args, "verbose", False))
 
 
 def _phase_entry(view: RunView, instance: Any) -> dict[str, Any]:
@@ -197,45 +233,56 @@ def status_json(view: RunView) -> dict[str, Any]:
     }
 
 
+def _print_table(renderable: Any) -> None:
+    """A rich table on stdout: coloured on a terminal, plain lines (160 wide at most) in a pipe."""
+    if sys.stdout.isatty():
+        from rich.console import Console  # noqa: PLC0415
+
+        Console(highlight=False).print(renderable)
+        return
+    from runner.console.tables import render_text  # noqa: PLC0415
+
+    for line in render_text(renderable):
+        print(line)
+
+
+def _run_row(state_dir: Path, run_id: str) -> dict[str, Any]:
+    """One run of the state dir for `status` without a run id (plain data for the table)."""
+    try:
+        view = open_view(state_dir, run_id)
+    except Exception as exc:  # one broken run folder must not hide the others
+        return {"run_id": run_id, "status": "unreadable", "error": str(exc)}
+    state = view.state
+    current = [p for p in state.phases if p.iteration == state.iteration]
+    done = sum(1 for p in current if str(p.status) in ("succeeded", "reused"))
+    phases = sum(1 for step in view.plan.steps if not isinstance(step, GateStep))
+    pending = state.pending_gate if state.status == RunStatus.AWAITING_DECISION else None
+    return {"run_id": run_id, "name": state.name, "status": view.status, "iteration": state.iteration,
+            "pending_gate": pending, "phases": f"{done}/{phases}", "gpu_seconds": view.gpu_seconds()}
+
+
 def cmd_status(args: argparse.Namespace, state_dir: Path) -> int:
-    """One run in detail, or every run of the state dir one line each."""
+    """One run in detail, or every run of the state dir one row each (`--json`: the contract's)."""
     if args.run_id is None:
-        rows: list[dict[str, Any]] = []
-        for run_id in list_runs(state_dir):
-            try:
-                view = open_view(state_dir, run_id)
-            except Exception as exc:
-                rows.append({"run_id": run_id, "status": "unreadable", "error": str(exc)})
-                continue
-            pending = view.state.pending_gate if view.state.status == RunStatus.AWAITING_DECISION else None
-            rows.append({"run_id": run_id, "name": view.state.name, "status": view.status,
-                         "iteration": view.state.iteration, "pending_gate": pending})
+        rows = [_run_row(state_dir, run_id) for run_id in list_runs(state_dir)]
         if args.json:
-            _print_json(rows)
-        for r in [] if args.json else rows:
-            gate = f" gate={r['pending_gate']}" if r.get("pending_gate") else ""
-            print(f"{r['run_id']}  {r['status']}  iteration={r.get('iteration', '-')}{gate}")
+            _print_json([{k: r[k] for k in ("run_id", "name", "status", "iteration", "pending_gate", "error")
+                          if k in r} for r in rows])
+        elif rows:
+            from runner.console.tables import run_list_table  # noqa: PLC0415
+
+            _print_table(run_list_table(rows))
         return EXIT_OK
-    data = status_json(open_view(state_dir, args.run_id))
+    view = open_view(state_dir, args.run_id)
+    data = status_json(view)
     if args.json:
         _print_json(data)
         return EXIT_OK
-    print(f"run {data['run_id']} ({data['name']}): {data['status']}, iteration {data['iteration']}"
-          + (f", gate '{data['pending_gate']}' pending" if data["pending_gate"] else ""))
-    if data["failure"]:
-        print(f"failure: {data['failure']}")
-    for p in data["phases"]:
-        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in p["metrics"].items())
-        reused = f" (from iteration {p['reused_from']})" if p["reused_from"] else ""
-        print(f"  {p['name']:<24} i{p['iteration']:<3} {p['status']:<9}{reused} {p['wall_s']:.2f}s {metrics}")
-    for d in data["decisions"]:
-        print(f"  decision {d['gate']} i{d['iteration']}: {d['decision']} by {d['reviewer']}: {d['reason']}"
-              + (f" set {d['set']}" if d["set"] else "")
-              + (f" (signed {d['signed_by']})" if d["signed_by"] else ""))
-    for a in data["amendments"]:
-        print(f"  amended {a['at']}: spec {a['old_sha256'][:12]} -> {a['new_sha256'][:12]}")
-    cost = f", ${data['cost_usd']:.2f}" if data["cost_usd"] is not None else ""
-    print(f"GPU-seconds: {data['gpu_seconds']:.1f}{cost}")
+    from runner.console.tables import status_block  # noqa: PLC0415
+
+    kinds = {step.name: str(view.spec.phase(step.name).uses or "shell")
+             for step in view.plan.steps if not isinstance(step, GateStep)}
+    _print_table(status_block(data, kinds))
     return EXIT_OK
 
 

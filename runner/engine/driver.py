@@ -101,11 +101,10 @@ class RunEngine:
         spec, folder = self.spec, self.folder
         manifest = build_manifest(folder.run_id, spec.sha256, spec.spec_dir)
         write_json_atomic(folder.manifest, manifest)
-        self.log.info("run_created", run_id=folder.run_id, spec=str(spec.source_path),
-                      spec_sha256=spec.sha256, git_commit=manifest["git"]["commit"])
         frozen_sha256 = hashlib.sha256(folder.read_frozen_spec(None)).hexdigest()
         self._emit(RunStarted(run_id=folder.run_id, name=spec.spec.name, params=spec.params,
-                              frozen_sha256=frozen_sha256))
+                              frozen_sha256=frozen_sha256), "run_created",
+                   spec=str(spec.source_path), spec_sha256=spec.sha256, git_commit=manifest["git"]["commit"])
 
     @classmethod
     def open(cls, state_dir: Path, run_id: str) -> RunEngine:
@@ -137,15 +136,22 @@ class RunEngine:
         self.lock.release()
 
     # -- transitions -----------------------------------------------------------------------
-    def _emit(self, event: Any, plan: Plan | None = None) -> None:
+    def _emit(self, event: Any, log_as: str = "transition", level: str = "info",
+              plan: Plan | None = None, **fields: Any) -> None:
+        """Apply, journal and snapshot `event` (under `plan`, default the plan in force), then
+        log it as ONE line named `log_as`.
+
+        One line per transition: the named line (`phase_started`, `gate_reached`, ...) carries
+        the transition's fields (`event_kind`, `seq`, `status`) besides its own.
+        """
         new = apply(self.state, event, plan or self.plan)
         self.journal.append(event.model_dump(mode="json"))
         # The fsync'd journal is the truth; the snapshot is a cache that `replay` repairs when
         # it lags or is unreadable, so it is renamed into place atomically without an fsync.
         self.folder.write_snapshot(new.model_dump(mode="json"), durable=False)
         self.state = new
-        self.log.info("transition", event_kind=event.kind, status=str(new.status),
-                      iteration=new.iteration, seq=new.seq, **_event_summary(event))
+        getattr(self.log, level)(log_as, event_kind=event.kind, status=str(new.status),
+                                 iteration=new.iteration, seq=new.seq, **{**_event_summary(event), **fields})
 
     @property
     def st(self) -> RunState:
@@ -166,24 +172,23 @@ class RunEngine:
         if self.st.status == RunStatus.AWAITING_DECISION:
             self._take_decision(wait=False)  # a decision file only `decide` wrote so far
         if self.st.status == RunStatus.READY:
-            self._emit(Resumed(at=now()))
+            self._emit(Resumed(at=now()), "run_resumed")
         change = prepare_amend(self.folder, self.st, self.spec, self.plan, spec_path, sets)
         frozen = self.folder.write_frozen_spec(change.frozen_bytes)
         crash_point("amend.frozen_spec_written")
-        self._emit(change.event(frozen, now()), change.new_plan)
+        self._emit(change.event(frozen, now()), "spec_amended", plan=change.new_plan,
+                   old_sha256=change.old.sha256, new_sha256=change.new.sha256, frozen=frozen,
+                   changed=change.changed,
+                   restart_at=change.new_plan.steps[change.restart].name
+                   if change.restart < len(change.new_plan.steps) else "(end)")
         self.spec, self.plan = self.specs.spec(frozen), self.specs.plan(frozen)
-        self.log.info("spec_amended", old_sha256=change.old.sha256, new_sha256=change.new.sha256,
-                      frozen=frozen, changed=change.changed, restart_at=self._step_name(change.restart))
         return change
-
-    def _step_name(self, index: int) -> str:
-        return self.plan.steps[index].name if index < len(self.plan.steps) else "(end)"
 
     # -- the loop ----------------------------------------------------------------------------
     def recover(self) -> None:
         """After a crash or failure, make the run `running` again (resume only)."""
         if self.st.status in (RunStatus.RUNNING, RunStatus.FAILED):
-            self._emit(Resumed(at=now()))
+            self._emit(Resumed(at=now()), "run_resumed")
 
     def drive(self, wait: bool) -> int:
         """Run steps until the run completes, fails, is aborted or stops at a gate."""
@@ -195,14 +200,13 @@ class RunEngine:
             elif isinstance(step, ReachGate):
                 self._reach_gate(step.gate)
             elif isinstance(step, Finish):
-                self._emit(RunCompleted(at=now()))
-                self.log.info("run_completed", run_id=self.folder.run_id)
+                self._emit(RunCompleted(at=now()), "run_completed", run_id=self.folder.run_id)
                 return EXIT_OK
             elif self.st.status == RunStatus.AWAITING_DECISION:
                 if not self._take_decision(wait):
                     return EXIT_AT_GATE
             elif self.st.status == RunStatus.READY:
-                self._emit(Resumed(at=now()))
+                self._emit(Resumed(at=now()), "run_resumed")
             elif self.st.status == RunStatus.ABORTED:
                 return EXIT_ABORTED
             elif self.st.status == RunStatus.COMPLETED:
@@ -230,9 +234,8 @@ class RunEngine:
             self.log.error("decision_rejected", gate=gate, iteration=iteration, problem=problem)
             raise Refused(f"{path}: {problem}; this decision was not made by a listed reviewer with "
                           f"`runner decide --sign-with`: remove the file and decide again")
-        self._emit(DecisionRecorded(decision=record))
-        self.log.info("decision_applied", gate=gate, iteration=iteration, decision=record.decision,
-                      reviewer=record.reviewer, set=record.set, override_checks=record.override_checks)
+        self._emit(DecisionRecorded(decision=record), "decision_applied", gate=gate, decision=record.decision,
+                   reviewer=record.reviewer, set=record.set, override_checks=record.override_checks)
         return True
 
     # -- gates ---------------------------------------------------------------------------------
@@ -270,11 +273,12 @@ class RunEngine:
                               may_set)
         write_packet(self.folder.gate_dir(gate, self.st.iteration), packet, assets,
                      self.folder.state_dir.resolve())
-        self._emit(GateReached(gate=gate, checks=outcomes, packet_sha256=packet["packet_sha256"], at=now()))
         failing = [c.expr for c in outcomes if not c.passed]
-        self.log.info("gate_reached", gate=gate, iteration=self.st.iteration, failing_checks=failing,
-                      packet=str(self.folder.gate_dir(gate, self.st.iteration) / "packet.md"),
-                      next=f"runner gate {self.folder.run_id}; runner decide {self.folder.run_id} --gate {gate} ...")
+        self._emit(GateReached(gate=gate, checks=outcomes, packet_sha256=packet["packet_sha256"], at=now()),
+                   "gate_reached", run_id=self.folder.run_id, failing_checks=failing,
+                   checks=[c.model_dump(mode="json") for c in outcomes],
+                   packet=str(self.folder.gate_dir(gate, self.st.iteration) / "packet.md"),
+                   next=f"runner gate {self.folder.run_id}; runner decide {self.folder.run_id} --gate {gate} ...")
 
     # -- phases ----------------------------------------------------------------------------------
     def _instance_dir(self, name: str) -> Path:
@@ -309,8 +313,7 @@ class RunEngine:
         """Run or reuse one phase instance. False when it failed (the run is then `failed`)."""
         reason = self._budget_reason()
         if reason is not None:
-            self._emit(BudgetExhausted(reason=reason, at=now()))
-            self.log.error("budget_exhausted", reason=reason)
+            self._emit(BudgetExhausted(reason=reason, at=now()), "budget_exhausted", level="error")
             return False
         phase = self.spec.phase(name)
         payload = phase_payload(self.spec, self.plan, self.st, name, self._records_path)
@@ -318,10 +321,11 @@ class RunEngine:
         earlier = find_reusable(self.st, name, fingerprint)
         if earlier is not None:
             self._emit(PhaseReused(name=name, fingerprint=fingerprint, source_iteration=earlier.iteration,
-                                   metrics=earlier.metrics, at=now()))
-            self.log.info("phase_reused", phase=name, source_iteration=earlier.iteration)
+                                   metrics=earlier.metrics, at=now()),
+                       "phase_reused", phase=name, kind=_kind(phase), metrics=earlier.metrics)
             return True
-        self._emit(PhaseStarted(name=name, fingerprint=fingerprint, at=now()))
+        self._emit(PhaseStarted(name=name, fingerprint=fingerprint, at=now()), "phase_started", phase=name,
+                   kind=_kind(phase), attempt=self._attempts(name) + 1)
         out_dir = self.folder.phase_dir(name, self.st.iteration)
         if out_dir.exists() and (phase.run is not None or _written_by_other(out_dir, payload)):
             # A shell phase starts clean; a Python phase keeps the batches it committed with
@@ -349,23 +353,27 @@ class RunEngine:
             ctx=ctx, children=self.lock,
             sharding=phase.shards.model_dump(mode="json") if phase.shards is not None else None,
         )
-        started = self.st.instance(name, self.st.iteration)
-        log.info("phase_started", attempt=started.attempts if started else 1)
         start = time.monotonic()
         try:
             outcome = execute_phase(job, on_retry=lambda n, e, w: log.warning(
                 "phase_retry", attempt=n, error=describe_error(e), wait_s=round(w, 3)))
         except Exception as exc:
             wall = time.monotonic() - start
-            self._emit(PhaseFailed(name=name, error=describe_error(exc), wall_s=wall, used_cuda=ctx.used_cuda, at=now()))
-            log.error("phase_failed", error=describe_error(exc), duration_s=round(wall, 3),
-                      hint=failure_hint(exc, self.folder.run_id, self.spec.source_path, phase.uses))
+            self._emit(PhaseFailed(name=name, error=describe_error(exc), wall_s=wall, used_cuda=ctx.used_cuda, at=now()),
+                       "phase_failed", level="error", phase=name, kind=_kind(phase), duration_s=round(wall, 3),
+                       hint=failure_hint(exc, self.folder.run_id, self.spec.source_path, phase.uses))
             return False
         write_json_atomic(out_dir / "metrics.json", outcome.metrics)
         self._emit(PhaseSucceeded(name=name, metrics=outcome.metrics, wall_s=outcome.wall_s,
-                                  used_cuda=outcome.used_cuda, at=now()))
-        log.info("phase_finished", duration_s=round(outcome.wall_s, 3), metrics=outcome.metrics)
+                                  used_cuda=outcome.used_cuda, at=now()),
+                   "phase_finished", phase=name, kind=_kind(phase), duration_s=round(outcome.wall_s, 3),
+                   metrics=outcome.metrics)
         return True
+
+    def _attempts(self, name: str) -> int:
+        """Attempts of `name`'s instance in this iteration so far (0 before its first start)."""
+        inst = self.st.instance(name, self.st.iteration)
+        return inst.attempts if inst is not None else 0
 
     def _git_commit(self) -> str | None:
         try:
@@ -394,6 +402,11 @@ def _read_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
                 if limit is not None and len(out) >= limit:
                     break
     return out
+
+
+def _kind(phase: Any) -> str:
+    """What a phase is, for the console's choice of metrics: its `uses`, or `shell`."""
+    return str(phase.uses) if phase.uses else "shell"
 
 
 def _event_summary(event: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
-from runner.console.progress import Progress
+from runner.console.view import progress as console_progress
 from runner.errors import PhaseError
 from runner.llm.text.cleaning import select_instructions
 from runner.llm.text.templates import Templates
@@ -176,10 +176,11 @@ def provenance(
     }
 
 
-def progress(ctx: Any, total: int, desc: str) -> Any:
-    """The engine's console bar when it offers one, else our own."""
+def progress(ctx: Any, total: int, desc: str, done: int = 0) -> Any:
+    """A bar in the console's live view: the engine's `ctx.progress` when it offers one, else
+    the console's directly (both draw nothing without a terminal)."""
     make = getattr(ctx, "progress", None)
-    return make(total, desc) if callable(make) else Progress(total, desc)
+    return make(total, desc, done) if callable(make) else console_progress(total, desc, done)
 
 
 def own_records(ctx: Any, written: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.console.view import ProgressBar
+from runner.console.view import progress as console_progress
 from runner.store.batches import BatchStore, derive_seed
 
 __all__ = ["Batch", "PhaseContext"]
@@ -32,14 +34,6 @@ class Batch:
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         """Add records to this batch; they become durable when the batch commits."""
         self.records.extend(records)
-
-
-class _NullProgress:
-    def update(self, n: int = 1) -> None:
-        """Nothing to show."""
-
-    def close(self) -> None:
-        """Nothing to close."""
 
 
 @dataclass
@@ -127,13 +121,10 @@ class PhaseContext:
         """Record that this phase instance used CUDA (for GPU-seconds and cost)."""
         self.used_cuda = True
 
-    def progress(self, total: int, desc: str) -> Any:
-        """A console progress bar (items/s, ETA); never written to the JSON log."""
-        try:
-            from runner.console.progress import Progress  # noqa: PLC0415 - optional UI
-        except ImportError:
-            return _NullProgress()
-        return Progress(total=total, desc=desc)
+    def progress(self, total: int, desc: str, done: int = 0) -> ProgressBar:
+        """A bar in the console's live view (items/s, ETA; `done` items already done before this
+        process, e.g. on resume). Draws nothing without a terminal; never in the JSON log."""
+        return console_progress(total, desc, done)
 
     def finish_records(self) -> Path:
         """Join committed batches into `records.jsonl` (what `ctx.input` of later phases reads)."""

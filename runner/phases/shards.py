@@ -22,9 +22,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from runner.console.view import progress
 from runner.errors import PhaseError
 from runner.phases.registry import phase_options, resolve_uses
 from runner.phases.shell import check_metrics
@@ -82,12 +85,15 @@ def run_shard(job: dict[str, Any], index: int) -> dict[str, Any]:
     if done is not None:
         return done
     phase = job["phase"]
+    log = get_logger(run_id=job["run_id"], phase=phase, iteration=job["iteration"], shard=index)
+    log.info("shard_started", shards=job["num_shards"])
+    start = time.monotonic()
     ctx = PhaseContext(
         run_id=job["run_id"], phase=phase, iteration=job["iteration"], run_seed=job["run_seed"],
         params=job["params"], output_dir=shard_dir(instance_dir, index), run_dir=Path(job["run_dir"]),
         cache_dir=Path(job["cache_dir"]), spec_dir=Path(job["spec_dir"]), spec_sha256=job["spec_sha256"],
         git_commit=job["git_commit"], model_spec=job["model_spec"],
-        log=get_logger(phase=phase, iteration=job["iteration"], shard=index),
+        log=log,
         read_input=_reader(job["input_dirs"], phase), input_names=list(job["input_dirs"]),
         input_dirs={k: Path(v) for k, v in job["input_dirs"].items()},
         shard=index, num_shards=job["num_shards"],
@@ -102,6 +108,7 @@ def run_shard(job: dict[str, Any], index: int) -> dict[str, Any]:
     # A done shard is never run again: its batch files become one pack (issue 15: ~1,200
     # files at 15k examples otherwise). Readers see the same batches either way.
     BatchStore(shard_dir(instance_dir, index)).pack()
+    log.info("shard_done", shards=job["num_shards"], records=count, duration_s=round(time.monotonic() - start, 3))
     return done
 
 
@@ -116,13 +123,35 @@ def visible_gpus() -> list[str]:
     return []
 
 
-def _run_local_workers(job: dict[str, Any], pending: list[int], workers: int, log: Any) -> None:
-    """One worker process per GPU (or per requested worker on CPU), every N-th shard each."""
+def _last_line(path: Path) -> str:
+    """The last non-blank line of a worker's own output (its exception, when it died of one)."""
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return ""
+    return next((line for line in reversed(lines) if line), "")
+
+
+def _run_local_workers(job: dict[str, Any], pending: list[int], workers: int, log: Any, bar: Any) -> None:
+    """One worker process per GPU (or per requested worker on CPU), every N-th shard each.
+
+    Each worker's log events and progress bars come back through its stderr (`relay.pump`),
+    so they reach the run's log.jsonl and this process's console; anything else it prints
+    goes to `shards/worker-W.log`.
+    """
+    from runner.console.relay import pump  # noqa: PLC0415 - sharded phases only
+
     gpus = visible_gpus()
-    job_path = Path(job["instance_dir"]) / "shards" / "job.json"
+    shards_dir = Path(job["instance_dir"]) / "shards"
+    job_path = shards_dir / "job.json"
     job_path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(job_path, job)
-    procs = []
+
+    def on_event(event: Any) -> None:
+        if event.get("event") == "shard_done":
+            bar.update(1)
+
+    procs, pumps = [], []
     for w in range(workers):
         mine = pending[w::workers]
         if not mine:
@@ -130,16 +159,31 @@ def _run_local_workers(job: dict[str, Any], pending: list[int], workers: int, lo
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_CRASH_")}
         env["CUDA_VISIBLE_DEVICES"] = gpus[w] if w < len(gpus) else ""
         cmd = [sys.executable, "-m", "runner.phases.shards", str(job_path), ",".join(map(str, mine))]
-        procs.append((w, mine, subprocess.Popen(cmd, env=env)))
-        log.info("shard_worker_started", worker=w, shards=mine, gpu=env["CUDA_VISIBLE_DEVICES"] or "cpu")
-    failed = [(w, mine, p.wait()) for w, mine, p in procs]
-    failed = [(w, mine, rc) for w, mine, rc in failed if rc != 0]
+        raw_path = shards_dir / f"worker-{w}.log"
+        raw = open(raw_path, "a", encoding="utf-8")  # closed once the worker has ended
+        proc = subprocess.Popen(cmd, env=env, stdout=raw, stderr=subprocess.PIPE, text=True,
+                                encoding="utf-8", errors="replace")
+        thread = threading.Thread(target=pump, args=(proc.stderr, log.bind(worker=w), raw, on_event),
+                                  name=f"shard-worker-{w}", daemon=True)
+        thread.start()
+        procs.append((w, mine, proc, raw_path))
+        pumps.append((thread, raw))
+        log.info("shard_worker_started", worker=w, shards=mine, gpu=env["CUDA_VISIBLE_DEVICES"] or "cpu",
+                 output=str(raw_path))
+    codes = [(w, mine, p.wait(), raw_path) for w, mine, p, raw_path in procs]
+    for thread, raw in pumps:
+        thread.join()
+        raw.close()
+    failed = [(w, mine, rc, raw_path) for w, mine, rc, raw_path in codes if rc != 0]
     if failed:
-        detail = "; ".join(f"worker {w} (shards {mine}) exited {rc}" for w, mine, rc in failed)
+        detail = "; ".join(
+            f"worker {w} (shards {mine}) exited {rc}"
+            + (f": {last}" if (last := _last_line(raw_path)) else "") + f" (its output: {raw_path})"
+            for w, mine, rc, raw_path in failed)
         raise PhaseError(job["phase"], f"{detail}; `runner resume` redoes what they did not commit")
 
 
-def _run_ray(job: dict[str, Any], pending: list[int], sharding: dict[str, Any], log: Any) -> None:
+def _run_ray(job: dict[str, Any], pending: list[int], sharding: dict[str, Any], log: Any, bar: Any) -> None:
     address = sharding.get("address") or os.environ.get("RAY_ADDRESS") or None
     if address is None:
         # A Ray started here is a one-machine cluster: Ray's single-node mode makes it use the
@@ -164,7 +208,13 @@ def _run_ray(job: dict[str, Any], pending: list[int], sharding: dict[str, Any], 
     refs = {task.remote(job, k): k for k in pending}
     log.info("shards_submitted", executor="ray", shards=pending, address=address or "local")
     try:
-        ray.get(list(refs))
+        waiting = list(refs)
+        while waiting:  # Ray's workers do not log to us: report each shard as it finishes
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            for ref in ready:
+                done = ray.get(ref)
+                log.info("shard_done", shard=refs[ref], shards=job["num_shards"], records=done["records"])
+                bar.update(1)
     except Exception as exc:
         raise PhaseError(job["phase"], f"a Ray shard task failed: {type(exc).__name__}: {exc}") from None
 
@@ -190,17 +240,21 @@ def execute_shards(job: dict[str, Any], sharding: dict[str, Any], log: Any) -> t
     n, instance_dir = job["num_shards"], Path(job["instance_dir"])
     pending = [k for k in range(n) if _done(instance_dir, k) is None]
     log.info("shards_planned", shards=n, pending=pending, executor=sharding.get("executor", "local"))
-    if pending and sharding.get("executor") == "ray":
-        _run_ray(job, pending, sharding, log)
-    elif pending:
-        workers = sharding.get("workers", "auto")
-        workers = len(visible_gpus()) if workers == "auto" else int(workers)
-        if workers > 1:
-            _run_local_workers(job, pending, min(workers, len(pending)), log)
-        else:
-            for k in pending:
-                run_shard(job, k)
-                log.info("shard_done", shard=k)
+    bar = progress(n, f"{job['phase']}: shards", done=n - len(pending))
+    try:
+        if pending and sharding.get("executor") == "ray":
+            _run_ray(job, pending, sharding, log, bar)
+        elif pending:
+            workers = sharding.get("workers", "auto")
+            workers = len(visible_gpus()) if workers == "auto" else int(workers)
+            if workers > 1:
+                _run_local_workers(job, pending, min(workers, len(pending)), log, bar)
+            else:
+                for k in pending:
+                    run_shard(job, k)
+                    bar.update(1)
+    finally:
+        bar.close()
     dones = [_done(instance_dir, k) for k in range(n)]
     missing = [k for k, d in enumerate(dones) if d is None]
     if missing:
@@ -218,8 +272,11 @@ def execute_shards(job: dict[str, Any], sharding: dict[str, Any], log: Any) -> t
 def _worker_main(argv: list[str]) -> int:
     """`python -m runner.phases.shards JOB.json 0,2,4`: a local worker runs its shards in turn."""
     from runner.console.logs import configure_logging  # noqa: PLC0415
+    from runner.console.relay import RelayView  # noqa: PLC0415
+    from runner.console.view import set_view  # noqa: PLC0415
 
-    configure_logging()
+    configure_logging(verbose=True)  # every event goes to the parent, which filters by its -v
+    set_view(RelayView(sys.stderr))
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     for index in (int(k) for k in argv[1].split(",") if k):
         run_shard(job, index)

@@ -86,8 +86,8 @@ def test_status_without_run_id_lists_every_run(review_at_gate: Path, pipeline: d
     for src, run_id in ((review_at_gate, "rv"), (pipeline["state"], "pipe"), (budget_run["state"], "bud")):
         shutil.copytree(src / run_id, state / run_id)
     lines = ok(cli(state, "status")).stdout.strip().splitlines()
-    assert len(lines) == 3
-    by_id = {line.split()[0]: line for line in lines}
+    assert lines[0].split()[:3] == ["run", "name", "status"] and len(lines) == 2 + 3  # header, rule, rows
+    by_id = {line.split()[0]: line for line in lines[2:]}
     assert "awaiting_decision" in by_id["rv"] and "completed" in by_id["pipe"] and "failed" in by_id["bud"]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from runner.console.progress import Progress
+from runner.console.view import ProgressBar, progress
 
 __all__ = ["Interrupted", "LocalBatch", "LocalContext", "LocalRun"]
 
@@ -80,8 +80,8 @@ class LocalContext:
     def mark_cuda(self) -> None:
         self.used_cuda = True
 
-    def progress(self, total: int, desc: str) -> Progress:
-        return Progress(total, desc)
+    def progress(self, total: int, desc: str, done: int = 0) -> ProgressBar:
+        return progress(total, desc, done)
 
 
 class LocalRun:

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from runner.errors import PhaseError
-from runner.llm.builtin import default_source, model_spec, options_of, template_overrides
+from runner.llm.builtin import default_source, model_spec, options_of, progress, template_overrides
 from runner.llm.loading.loader import load_tokenizer, resolve_device
 from runner.llm.sft.checkpoint import (
     Checkpoint,
@@ -138,8 +138,10 @@ def _train(ctx: Any, trainer: SftTrainer, ckpt_root: Path, every: int, keep: int
            log_every: int) -> None:
     """Optimizer steps to the end: the loss curve in the log, a checkpoint every `every`."""
     window_tokens, window_s = 0, 0.0
+    bar = progress(ctx, trainer.cfg.total_steps, f"{ctx.phase}: train", done=trainer.step)
     while not trainer.done:
         stats = trainer.train_step()
+        bar.update(1)
         window_tokens += stats.real_tokens
         window_s += stats.seconds
         if stats.step % log_every == 0 or stats.step == 1 or trainer.done:
@@ -150,6 +152,7 @@ def _train(ctx: Any, trainer: SftTrainer, ckpt_root: Path, every: int, keep: int
             adapter, opt, sched = trainer.checkpoint_parts()
             save_checkpoint(ckpt_root, stats.step, adapter, opt, sched, capture_rng(),
                             trainer.state(), keep=keep)
+    bar.close()
 
 
 def sft(ctx: Any) -> dict[str, float]:

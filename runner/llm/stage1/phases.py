@@ -132,7 +132,8 @@ def _output_fields(out: Generation, prompt: str) -> dict[str, Any]:
 def _generation_metrics(records: list[dict[str, Any]], kept: int) -> dict[str, float]:
     n = len(records)
     classes = Counter(r["class"] for r in records)
-    metrics: dict[str, float] = {"generated": n, "count": kept}
+    metrics: dict[str, float] = {"generated": n, "count": kept,
+                                 "tokens": sum(int(r.get("tokens") or 0) for r in records)}
     metrics.update({cls: classes.get(cls, 0) for cls in CLASSES})
     metrics["runaway_rate"] = classes.get("runaway", 0) / n if n else 0.0
     metrics["token_limit_rate"] = classes.get("token_limit", 0) / n if n else 0.0
@@ -147,8 +148,9 @@ def generate_instructions(ctx: Any) -> dict[str, float]:
     settings = {"count": count, "oversample": oversample, "batch_size": batch_size, **s.settings}
     total = math.ceil(count * oversample)
     written: list[dict[str, Any]] = []
-    bar = progress(ctx, total, f"{ctx.phase}: generate")
-    for batch in ctx.batches(_share(ctx, range(total)), batch_size):
+    share = _share(ctx, range(total))
+    bar = progress(ctx, len(share), f"{ctx.phase}: generate", done=len(own_records(ctx, [])))
+    for batch in ctx.batches(share, batch_size):
         shown = [pick_shots(s.pool, s.shots, batch.seed, row) for row in range(len(batch.items))]
         prompts = [instruction_prompt([e["instruction"] for e in x], s.t) for x in shown]
         ids = [f"i{item:06d}" for item in batch.items]
@@ -182,8 +184,9 @@ def generate_responses(ctx: Any) -> dict[str, float]:
     settings = {"source": source, "batch_size": batch_size, **s.settings}
     items = [{"id": r["id"], "instruction": r["instruction"]} for r in instructions]
     written: list[dict[str, Any]] = []
-    bar = progress(ctx, len(items), f"{ctx.phase}: generate")
-    for batch in ctx.batches(_share(ctx, items), batch_size):
+    share = _share(ctx, items)
+    bar = progress(ctx, len(share), f"{ctx.phase}: generate", done=len(own_records(ctx, [])))
+    for batch in ctx.batches(share, batch_size):
         shown = [pick_shots(s.pool, s.shots, batch.seed, row) for row in range(len(batch.items))]
         prompts = [
             response_prompt([(e["instruction"], e["response"]) for e in x], it["instruction"], s.t)
@@ -250,8 +253,9 @@ def critic_filter(ctx: Any) -> dict[str, float]:
     items = _critic_items(records, kind)
     written: list[dict[str, Any]] = []
     hits = 0
-    bar = progress(ctx, len(items), f"{ctx.phase}: score")
-    for batch in ctx.batches(_share(ctx, items), batch_size):
+    share = _share(ctx, items)
+    bar = progress(ctx, len(share), f"{ctx.phase}: score", done=len(own_records(ctx, [])))
+    for batch in ctx.batches(share, batch_size):
         prompts = [
             critic_prompt(kind, pick_shots(pool, shots, batch.seed, row), it, t)
             for row, it in enumerate(batch.items)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ def test_ray_shards_give_the_in_process_records(reference: Path, tmp_path: Path)
     """Three shards as Ray tasks write the records in-process shards write, byte for byte."""
     out = cli(tmp_path / "state", "run", str(spec_variant(tmp_path, RAY)), "--run-id", "ref")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "shards_submitted" in out.stderr
+    assert "shards_submitted" in (tmp_path / "state" / "ref" / "log.jsonl").read_text()
+    assert sorted(re.findall(r" draw shard (\d) of 3 done", out.stderr)) == ["0", "1", "2"]  # a line per shard
     assert records(tmp_path / "state", "ref", "draw") == records(reference, "ref", "draw")
 
 
