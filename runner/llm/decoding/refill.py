@@ -122,6 +122,7 @@ def stream_refill(
                     width = max(len(r.ids) for r in st.queue)
                     runner = _runner(lm, len(occupant), width, p, graphs, block, nucleus,
                                      compiled)
+                    runner.prompt_of.clear()  # a kept runner's cache may predate this model state
                 _admit(runner, st, occupant, free, lm, eos, p)
                 tokens = runner.run_block(_steps(occupant, block, p.max_new_tokens), log)
         except Exception as exc:
@@ -174,13 +175,24 @@ def _runner(lm: LoadedModel, slots: int, width: int, p: SamplingParams, graphs: 
 def _admit(runner: SlotRunner, st: _State, occupant: list[_Row | None], free: list[int],
            lm: LoadedModel, eos: set[int], p: SamplingParams) -> None:
     """Prefill waiting rows (in order, while they fit the width) into the free slots."""
-    chosen: list[tuple[int, _Row]] = []
-    for slot in free:
-        if not st.queue or len(st.queue[0].ids) > runner.width:
-            break
-        chosen.append((slot, st.queue.popleft()))
-    if not chosen:
+    taken: list[_Row] = []
+    while len(taken) < len(free) and st.queue and len(st.queue[0].ids) <= runner.width:
+        taken.append(st.queue.popleft())
+    if not taken:
         return
+    # A row goes to a free slot that already holds its prompt where there is one (nothing to
+    # prefill or copy), the others to the remaining free slots in order.
+    holding: dict[tuple[int, ...], list[int]] = {}
+    for slot in free:
+        if slot in runner.prompt_of:
+            holding.setdefault(runner.prompt_of[slot], []).append(slot)
+    placed: list[int | None] = []
+    for row in taken:
+        held = holding.get(tuple(row.ids))
+        placed.append(held.pop(0) if held else None)
+    used = {slot for slot in placed if slot is not None}
+    rest = iter(slot for slot in free if slot not in used)
+    chosen = [(slot if slot is not None else next(rest), row) for slot, row in zip(placed, taken)]
     width = runner.width
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     rows = [r for _, r in chosen]
@@ -192,7 +204,22 @@ def _admit(runner: SlotRunner, st: _State, occupant: list[_Row | None], free: li
         row.stops = RowStops(lm.tokenizer, eos, 1, p.stop_strings)
         row.fresh = True
         occupant[slot] = row
-    runner.admit([s for s, _ in chosen], ids, mask, keys)
+    runner.admit([s for s, _ in chosen], ids, mask, keys, _sources(runner, chosen))
+
+
+def _sources(runner: SlotRunner, chosen: list[tuple[int, _Row]]) -> list[int | None]:
+    """Per admitted row, a slot whose cache holds the same prompt (else None: prefill it)."""
+    for slot, row in chosen:  # a slot loaded with another prompt no longer holds its old one
+        if runner.prompt_of.get(slot) != tuple(row.ids):
+            runner.prompt_of.pop(slot, None)
+    holder = {prompt: slot for slot, prompt in runner.prompt_of.items()}
+    sources: list[int | None] = []
+    for slot, row in chosen:
+        prompt = tuple(row.ids)
+        sources.append(holder.get(prompt))
+        holder.setdefault(prompt, slot)
+        runner.prompt_of[slot] = prompt
+    return sources
 
 
 def _steps(occupant: list[_Row | None], block: int, max_new: int) -> int:

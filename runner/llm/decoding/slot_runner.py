@@ -86,6 +86,11 @@ class SlotRunner:
         # last token, which counts anyway. One spare entry for the saturated step.
         self.seen = (torch.zeros(slots, width + max_new + 1, dtype=torch.long, device=dev)
                      if penalise else None)
+        # Each slot's prompt logits at its last position (what token 0 is drawn from), kept
+        # so that a row with the same prompt can start from them; made at the first prefill.
+        self.first_logits: torch.Tensor | None = None
+        # Which prompt each slot's cache holds at [0, width): the host's map for sharing.
+        self.prompt_of: dict[int, tuple[int, ...]] = {}
         self._graph: torch.cuda.CUDAGraph | None = None
         self._captured = False
 
@@ -97,12 +102,18 @@ class SlotRunner:
         return model
 
     def admit(self, slots: list[int], ids: torch.Tensor, mask: torch.Tensor,
-              keys: torch.Tensor) -> None:
-        """Prefill prompts (left-padded to `width`) into `slots`; sample each one's token 0."""
-        width = self.width
-        assert ids.shape[1] == width, "prompts must be padded to the runner's width"
-        rows = torch.tensor(slots, dtype=torch.long, device=self.device)
-        valid = torch.zeros(len(slots), self.valid.shape[1], dtype=torch.bool, device=self.device)
+              keys: torch.Tensor, sources: list[int | None] | None = None) -> None:
+        """Load prompts (left-padded to `width`) into `slots` and sample each one's token 0.
+
+        A row whose `sources` entry is a slot holding the same prompt (one loaded earlier, or
+        prefilled by this call) copies that slot's prompt KV and last logits instead of
+        prefilling again: rows that share a prompt (few-shot examples drawn per batch)
+        prefill it once.
+        """
+        width, dev = self.width, self.device
+        sources = sources or [None] * len(slots)
+        rows = torch.tensor(slots, dtype=torch.long, device=dev)
+        valid = torch.zeros(len(slots), self.valid.shape[1], dtype=torch.bool, device=dev)
         valid[:, :width] = mask.bool()
         self.valid[rows] = valid
         self.base[rows] = mask.sum(dim=1)
@@ -113,20 +124,40 @@ class SlotRunner:
             seen = torch.cat([torch.where(mask.bool(), ids, last),
                               last.expand(-1, self.seen.shape[1] - width)], dim=1)
             self.seen[rows] = seen
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        self.cache.rows = rows
-        try:
-            logits = model_step(self.model, self.cache, ids,
-                                prefill_mask(mask.bool(), width, self.dtype), positions)
-        finally:
-            self.cache.rows = None
-        zero = torch.zeros(len(slots), dtype=torch.long, device=self.device)
+        new = [i for i, src in enumerate(sources) if src is None]
+        if new:
+            self._prefill([slots[i] for i in new], ids[new], mask[new])
+        copies = [(slots[i], src) for i, src in enumerate(sources) if src is not None]
+        if copies:
+            dst = torch.tensor([d for d, _ in copies], dtype=torch.long, device=dev)
+            src = torch.tensor([s for _, s in copies], dtype=torch.long, device=dev)
+            for kv in (*self.cache.keys, *self.cache.values):
+                kv[dst, :, :width] = kv[src, :, :width]
+            assert self.first_logits is not None
+            self.first_logits[dst] = self.first_logits[src]
+        assert self.first_logits is not None
+        logits = self.first_logits[rows]  # a copy: the penalty below writes into it
+        zero = torch.zeros(len(slots), dtype=torch.long, device=dev)
         token, _ = self.sampler.pick(logits, seen, keys, zero, self.variant)
         if self.seen is not None:
             self.seen[rows, width] = token
         self.out[0, rows] = token
         self.last[rows] = token
         self.step[rows] = 1
+
+    def _prefill(self, slots: list[int], ids: torch.Tensor, mask: torch.Tensor) -> None:
+        rows = torch.tensor(slots, dtype=torch.long, device=self.device)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        self.cache.rows = rows
+        try:
+            logits = model_step(self.model, self.cache, ids,
+                                prefill_mask(mask.bool(), self.width, self.dtype), positions)
+        finally:
+            self.cache.rows = None
+        if self.first_logits is None:
+            self.first_logits = torch.zeros(self.slots, logits.shape[1], dtype=logits.dtype,
+                                            device=self.device)
+        self.first_logits[rows] = logits
 
     def _body(self) -> None:
         # Feed each slot's last token (token step-1) at position width+step-1; sample token

@@ -177,3 +177,21 @@ def test_zero_slots_refused(lm):
     """slots < 1 is a caller's mistake, said plainly."""
     with pytest.raises(ValueError, match="slots"):
         list(refill.stream_refill(lm, [], SAMPLED, 0))
+
+
+def test_shared_prompts_prefill_once(lm, monkeypatch):
+    """Rows with one prompt (shots drawn per batch) prefill it once; rows equal solo runs."""
+    ids = lm.encode(TEXTS[:2])
+    work = [(0, [ids[0]] * 5, 4), (1, [ids[1]] * 3 + [ids[0]], 5)]
+    prefilled = []
+    real = refill.SlotRunner._prefill
+
+    def counting(self, slots, rows, mask):
+        prefilled.append(len(slots))
+        return real(self, slots, rows, mask)
+
+    monkeypatch.setattr(refill.SlotRunner, "_prefill", counting)
+    got = refilled(lm, work, SAMPLED, 3)
+    assert sum(prefilled) == 2  # each distinct prompt once, though slots were refilled
+    monkeypatch.undo()
+    assert got == one_row_at_a_time(lm, work, SAMPLED)
