@@ -32,7 +32,7 @@ def measure(run_id: str, sets: list[str], state: Path) -> dict[str, float]:
     if done.returncode != 0:
         raise SystemExit(f"{run_id}: exit {done.returncode}\n{done.stderr[-3000:]}")
     phase = status(run_id, state)["phases"][0]
-    folder = Path(phase["output_dir"])
+    folder = state / run_id / "phases" / "generate_instructions.i1"
     records = [json.loads(x) for x in (folder / "records.jsonl").read_text().splitlines()]
     log = [json.loads(x) for x in (state / run_id / "log.jsonl").read_text().splitlines()]
     load = sum(e.get("seconds", 0.0) for e in log if e.get("event") == "model_loaded")
