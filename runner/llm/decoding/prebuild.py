@@ -5,7 +5,7 @@ Why: a fresh process on a machine with an empty kernel cache spent ~6 s of its f
 1.5 s with the kernels on disk). The kernels depend on the model's shape (hidden size, head
 size, vocabulary, dtype), not on its weights, so they can be built before the weights arrive.
 
-`start(config, dtype, device)` runs, on a daemon thread, a few eager decode steps of a
+`start(config, dtype, device)` runs, on a thread, a few eager decode steps of a
 one-layer model of the same shape (its weights left uninitialised) through the same code the
 real calls run (`step_runner.Runner`, `static_attention`, `triton_parts`, the fused nucleus
 draw), its weights random: every kernel is built with the specialisations the real calls use, into Triton's
@@ -48,7 +48,9 @@ def start(config: Any, dtype: torch.dtype, device: torch.device) -> threading.Th
     if key in _STARTED:
         return None
     _STARTED.add(key)
-    thread = threading.Thread(target=_build, args=(config, dtype, device), daemon=True,
+    # Not a daemon: a process that ends before the build does waits for it, instead of
+    # tearing the interpreter down under a thread inside CUDA (seen: abort at exit).
+    thread = threading.Thread(target=_build, args=(config, dtype, device), daemon=False,
                               name="runner-kernel-prebuild")
     thread.start()
     return thread
