@@ -188,6 +188,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--hf-rows", type=int, default=None, help="prompts for generate_batch")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--skip-hf", action="store_true", help="no transformers baselines")
     args = ap.parse_args()
     rows = args.rows or (16 if args.tiny else 1024)
     plen, chunk = (32, 8) if args.tiny else (256, 256)
@@ -244,18 +245,21 @@ def main() -> None:
                lambda: ours_lockstep(lm, more, sp, chunk), 4 * rows)
     fastgen.clear_runners()
     hf_rows = args.hf_rows or (8 if args.tiny else 512)
-    if lm.device.type == "cuda":  # its CPU warm-up alone takes minutes
+    if args.skip_hf:
+        results["transformers generate_batch, top_k=0"] = {}
+    elif lm.device.type == "cuda":  # its CPU warm-up alone takes minutes
         # It drops the repetition penalty ("isn't supported by CB"): a little less work.
         record("transformers generate_batch, top_k=0",
                lambda: hf_generate_batch(lm, prompts[:hf_rows], sp, 0), hf_rows,
                warm=lambda: hf_generate_batch(lm, prompts[:8], sp, 0))
     else:
         results["transformers generate_batch, top_k=0"] = {}
-    record("transformers generate, batches of 256, top_k=0",
-           lambda: hf_generate(lm, prompts[:chunk], sp, chunk, 0), chunk,
-           warm=lambda: hf_generate(lm, prompts[:8], sp, 8, 0))
-    record("transformers generate, batches of 256, default top_k (50)",
-           lambda: hf_generate(lm, prompts[:chunk], sp, chunk, None), chunk)
+    if not args.skip_hf:
+        record("transformers generate, batches of 256, top_k=0",
+               lambda: hf_generate(lm, prompts[:chunk], sp, chunk, 0), chunk,
+               warm=lambda: hf_generate(lm, prompts[:8], sp, 8, 0))
+        record("transformers generate, batches of 256, default top_k (50)",
+               lambda: hf_generate(lm, prompts[:chunk], sp, chunk, None), chunk)
     # The 100% of the target: our rate when no row stops early (EOS off, 128 tokens a row).
     lm.model.generation_config.eos_token_id = None
     lm.tokenizer = IdTokenizer()
