@@ -139,13 +139,12 @@ def hf_generate_batch(lm, prompts, sp, top_k: int | None) -> list[int]:
 
 
 class Meter:
-    """Times SlotRunner's prefills and decode rounds (a sync after each, which also stops the
-    host's overlap with the GPU: for attributing time only)."""
+    """Times SlotRunner's prefills and decode blocks (with a sync each: attribution only)."""
 
     def __init__(self, lm: Any) -> None:
         self.lm, self.prefill_s, self.decode_s, self.steps, self.prefill_rows = lm, 0.0, 0.0, 0, 0
         self.slot_ctx = 0  # sum over decode steps of the KV positions read (all slots)
-        self._admit, self._block = SlotRunner.admit, SlotRunner.queue_block
+        self._admit, self._block = SlotRunner.admit, SlotRunner.run_block
 
     def __enter__(self) -> Meter:
         meter = self
@@ -163,11 +162,11 @@ class Meter:
             meter.slot_ctx += n * ctx + runner.slots * n * (n - 1) // 2
             return out
 
-        SlotRunner.admit, SlotRunner.queue_block = admit, block  # type: ignore[method-assign]
+        SlotRunner.admit, SlotRunner.run_block = admit, block  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        SlotRunner.admit, SlotRunner.queue_block = self._admit, self._block  # type: ignore[method-assign]
+        SlotRunner.admit, SlotRunner.run_block = self._admit, self._block  # type: ignore[method-assign]
 
 
 def copy_bandwidth(lm: Any) -> float:

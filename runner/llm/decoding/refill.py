@@ -7,12 +7,6 @@ in which the host saw it stop (`block` steps, 8 by default): the rows of many wo
 (a phase's `ctx.batches` batches) share the slots, and the decode steps are spent on rows
 that still run.
 
-The host overlaps the GPU: each round it admits rows, queues the next block of steps and
-the copy of its tokens, and only then reads the previous round's tokens (two host buffers take
-turns). A row that will reach `max_new_tokens` within a queued round frees its slot for the
-next round at once; a row that stops at EOS or a stop string is seen one round later, and its
-slot refills the round after that.
-
 The caller hands `stream` an iterable of work items `(tag, prompts, seed)` and gets back
 `(tag, generations)` for each item, in the items' order, as soon as every row of the item and
 of every item before it has finished. So a phase commits each batch once, in index order,
@@ -65,8 +59,6 @@ class _Row:
     seed: int
     stops: RowStops | None = None
     fresh: bool = False  # admitted since the last block: its token 0 is in row 0
-    planned: int = 0  # tokens the device will have sampled once the queued rounds ran
-    finished: bool = False
 
 
 @dataclass
@@ -116,68 +108,36 @@ def stream_refill(
     eos = eos_ids(lm)
     runner: SlotRunner | None = None
     done_items = 0
-    pending: _Round | None = None  # the round queued last time, its tokens not yet read
     while True:
         free = [s for s, row in enumerate(occupant) if row is None]
         while not st.exhausted and len(st.queue) < len(free):
             _pull(st, source)
         active = len(occupant) - len(free)
-        if not active and not st.queue and pending is None:
+        if not active and not st.queue:
             break
-        queued: _Round | None = None
         try:
             with on_device(lm.device), static_attention(lm.model), \
                     fastgen.parts_switched_on(lm, compiled):
-                if runner is None or (not active and pending is None and st.queue
-                                      and len(st.queue[0].ids) > runner.width):
+                if runner is None or (not active and len(st.queue[0].ids) > runner.width):
                     width = max(len(r.ids) for r in st.queue)
                     runner = _runner(lm, len(occupant), width, p, graphs, block, nucleus,
                                      compiled)
                     runner.prompt_of.clear()  # a kept runner's cache may predate this model state
                 _admit(runner, st, occupant, free, lm, eos, p)
-                if any(row is not None for row in occupant):
-                    queued = _queue(runner, occupant, block, p.max_new_tokens, log)
+                tokens = runner.run_block(_steps(occupant, block, p.max_new_tokens), log)
         except Exception as exc:
             runner = None
-            in_flight = occupant + ([r for _, r, _ in pending.rows] if pending else [])
-            occupant, compiled = _recover(exc, lm, st, in_flight, len(occupant), compiled, log)
-            pending = None
+            occupant, compiled = _recover(exc, lm, st, occupant, compiled, log)
             continue
-        if pending is not None and runner is not None:
-            # The host reads the previous round while the GPU runs the one just queued.
-            tokens = runner.fetch(pending.handle, pending.steps)
-            finished = _take(tokens, pending, occupant, st, p.max_new_tokens)
-            if not compiled:
-                fastgen.count_generated(lm, sum(g.tokens for g in finished))
-            if on_rows is not None and finished:
-                on_rows(len(finished))
-        pending = queued
+        finished = _take(tokens, occupant, st, p.max_new_tokens)
+        if not compiled:
+            fastgen.count_generated(lm, sum(g.tokens for g in finished))
+        if on_rows is not None and finished:
+            on_rows(len(finished))
         while done_items in st.items and st.items[done_items].left == 0:
             item = st.items.pop(done_items)
             done_items += 1
             yield item.tag, [g for g in item.results if g is not None]
-
-
-@dataclass
-class _Round:
-    handle: int
-    steps: int
-    rows: list[tuple[int, _Row, bool]]  # (slot, row, fresh) as the round was queued
-
-
-def _queue(runner: SlotRunner, occupant: list[_Row | None], block: int, max_new: int,
-           log: Any) -> _Round:
-    """Queue one round; a row certain to reach max_new in it frees its slot for the next
-    round's admissions already (the host needs no look at its tokens to know it ends)."""
-    steps = _steps(occupant, block, max_new)
-    rows = [(slot, row, row.fresh) for slot, row in enumerate(occupant) if row is not None]
-    handle = runner.queue_block(steps, log)
-    for slot, row, _ in rows:
-        row.fresh = False
-        row.planned += steps
-        if row.planned >= max_new:
-            occupant[slot] = None
-    return _Round(handle, steps, rows)
 
 
 def _pull(st: _State, source: Iterator[tuple[Any, list[list[int]], int]]) -> None:
@@ -242,7 +202,7 @@ def _admit(runner: SlotRunner, st: _State, occupant: list[_Row | None], free: li
     keys = row_keys([row_seed(r.seed, r.place) for r in rows], lm.device)
     for slot, row in chosen:  # occupants first: if the prefill fails, `_recover` requeues them
         row.stops = RowStops(lm.tokenizer, eos, 1, p.stop_strings)
-        row.fresh, row.planned, row.finished = True, 1, False
+        row.fresh = True
         occupant[slot] = row
     runner.admit([s for s, _ in chosen], ids, mask, keys, _sources(runner, chosen))
 
@@ -264,18 +224,23 @@ def _sources(runner: SlotRunner, chosen: list[tuple[int, _Row]]) -> list[int | N
 
 def _steps(occupant: list[_Row | None], block: int, max_new: int) -> int:
     """Decode steps for this round: `block`, or fewer when every row ends sooner."""
-    need = max((max_new - row.planned for row in occupant if row is not None), default=0)
-    return max(0, min(block, need))
+    need = 0
+    for row in occupant:
+        if row is not None and row.stops is not None:
+            have = len(row.stops.out[0]) + (1 if row.fresh else 0)
+            need = max(need, max_new - have)
+    return min(block, need)
 
 
-def _take(tokens: list[list[int]], done: _Round, occupant: list[_Row | None], st: _State,
+def _take(tokens: list[list[int]], occupant: list[_Row | None], st: _State,
           max_new: int) -> list[Generation]:
-    """Hand each row of a round its new tokens; free the slots of rows that stopped."""
+    """Hand each row its new tokens; free the slots of rows that stopped."""
     finished = []
-    for slot, row, fresh in done.rows:
-        if row.finished or row.stops is None:
-            continue  # stopped in an earlier round: what it decoded since is discarded
-        new = tokens[slot] if fresh else tokens[slot][1:]
+    for slot, row in enumerate(occupant):
+        if row is None or row.stops is None:
+            continue
+        new = tokens[slot] if row.fresh else tokens[slot][1:]
+        row.fresh = False
         have = len(row.stops.out[0])
         row.stops.take([new[: max_new - have]])
         if row.stops.done() or len(row.stops.out[0]) >= max_new:
@@ -284,18 +249,17 @@ def _take(tokens: list[list[int]], done: _Round, occupant: list[_Row | None], st
             item.results[row.place] = gen
             item.left -= 1
             finished.append(gen)
-            row.finished = True
-            if occupant[slot] is row:
-                occupant[slot] = None
+            occupant[slot] = None
     return finished
 
 
-def _recover(exc: Exception, lm: LoadedModel, st: _State, in_flight: list[_Row | None],
-             slots: int, compiled: bool, log: Any) -> tuple[list[_Row | None], bool]:
+def _recover(exc: Exception, lm: LoadedModel, st: _State, occupant: list[_Row | None],
+             compiled: bool, log: Any) -> tuple[list[_Row | None], bool]:
     """After an error inside a round: (the slots to go on with, compiled), the rows in flight
     queued again; re-raises what cannot be helped (OOM at one slot, or an error with nothing
     left to switch off)."""
     fastgen.clear_runners()
+    slots = len(occupant)
     if _is_oom(exc):
         if slots == 1:
             raise exc
@@ -312,9 +276,8 @@ def _recover(exc: Exception, lm: LoadedModel, st: _State, in_flight: list[_Row |
         raise exc
     # The rows in flight start again from their prompts, ahead of the rows still waiting and
     # in their original order: their tokens depend on their seeds alone.
-    unique = {id(r): r for r in in_flight if r is not None and not r.finished}
-    again = sorted(unique.values(), key=lambda r: (r.item, r.place))
+    again = sorted((r for r in occupant if r is not None), key=lambda r: (r.item, r.place))
     for row in reversed(again):
-        row.stops, row.fresh, row.planned = None, False, 0
+        row.stops, row.fresh = None, False
         st.queue.appendleft(row)
     return [None] * slots, compiled

@@ -80,10 +80,8 @@ class SlotRunner:
         self.out = torch.zeros(block + 1, slots, dtype=torch.long, device=dev)
         self.row = torch.ones(1, dtype=torch.long, device=dev)  # the block row written next
         pin = dev.type == "cuda"
-        self.host_out = [torch.zeros(block + 1, slots, dtype=torch.long, pin_memory=pin)
-                         for _ in range(2)]
-        self.copied = [torch.cuda.Event() if pin else None for _ in range(2)]
-        self._turn = 0
+        self.host_out = torch.zeros(block + 1, slots, dtype=torch.long, pin_memory=pin)
+        self.copied = torch.cuda.Event() if pin else None
         # The prompt's ids, then the sampled ones; entries not yet sampled repeat the prompt's
         # last token, which counts anyway. One spare entry for the saturated step.
         self.seen = (torch.zeros(slots, width + max_new + 1, dtype=torch.long, device=dev)
@@ -179,10 +177,9 @@ class SlotRunner:
         self.step.copy_(torch.clamp(self.step + 1, max=self.max_new))
         self.row.add_(1)
 
-    def queue_block(self, n: int, log: Any) -> int:
-        """Queue n decode steps (graph replays on CUDA) and the copy of this round's tokens to
-        the host; return the handle for `fetch`. The host can work on the previous round
-        meanwhile: two host buffers take turns."""
+    def run_block(self, n: int, log: Any) -> list[list[int]]:
+        """n decode steps (graph replays on CUDA), then per slot its tokens of this round:
+        row 0 (token 0 of rows admitted since the last round) and the n steps."""
         self.row.fill_(1)
         graph = self._capture(log) if self.graphs else None
         for _ in range(n):
@@ -190,25 +187,11 @@ class SlotRunner:
                 self._body()
             else:
                 graph.replay()
-        handle = self._turn
-        self._turn ^= 1
-        self.host_out[handle][: n + 1].copy_(self.out[: n + 1], non_blocking=True)
-        event = self.copied[handle]
-        if event is not None:
-            event.record()
-        return handle
-
-    def fetch(self, handle: int, n: int) -> list[list[int]]:
-        """Per slot, the tokens of a queued round: row 0 (token 0 of rows admitted before it)
-        and its n steps."""
-        event = self.copied[handle]
-        if event is not None:
-            event.synchronize()
-        return self.host_out[handle][: n + 1].T.tolist()
-
-    def run_block(self, n: int, log: Any) -> list[list[int]]:
-        """`queue_block` then `fetch`: one round, waited for."""
-        return self.fetch(self.queue_block(n, log), n)
+        self.host_out[: n + 1].copy_(self.out[: n + 1], non_blocking=True)
+        if self.copied is not None:
+            self.copied.record()
+            self.copied.synchronize()
+        return self.host_out[: n + 1].T.tolist()
 
     def _snapshot(self) -> tuple[torch.Tensor, ...]:
         return self.step.clone(), self.last.clone(), self.row.clone()

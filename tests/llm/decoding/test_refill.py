@@ -139,7 +139,7 @@ def test_out_of_memory_halves_the_slots(lm, monkeypatch):
     work = work_list(lm, [3, 3])
     expected = refilled(lm, work, SAMPLED, 4)
     fastgen.clear_runners()
-    real = refill.SlotRunner.queue_block
+    real = refill.SlotRunner.run_block
     calls = {"n": 0}
 
     def flaky(self, n, log):
@@ -148,7 +148,7 @@ def test_out_of_memory_halves_the_slots(lm, monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
         return real(self, n, log)
 
-    monkeypatch.setattr(refill.SlotRunner, "queue_block", flaky)
+    monkeypatch.setattr(refill.SlotRunner, "run_block", flaky)
     with capture_logs() as logs:
         got = refilled(lm, work, SAMPLED, 4)
     assert got == expected
@@ -160,7 +160,7 @@ def test_out_of_memory_at_one_slot_raises(lm, monkeypatch):
     def oom(self, n, log):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
 
-    monkeypatch.setattr(refill.SlotRunner, "queue_block", oom)
+    monkeypatch.setattr(refill.SlotRunner, "run_block", oom)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         refilled(lm, work_list(lm, [2]), SAMPLED, 1)
 
