@@ -24,8 +24,9 @@ import torch
 from _llm import bench_dims, build, sync
 
 from runner.llm.critic.forward import next_token_logits
-from runner.llm.decoding import prebuild, triton_support
+from runner.llm.decoding import triton_support
 from runner.llm.decoding.generation import SamplingParams, generate
+from runner.llm.decoding.step_runner import prebuild_kernels
 
 
 def timed(lm, fn) -> float:
@@ -41,7 +42,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="small float32 model on CPU (smoke)")
     ap.add_argument("--no-kernels", action="store_true", help="Triton kernels switched off")
     ap.add_argument("--prebuild", action="store_true",
-                    help="build the kernels on a thread while the model is built (prebuild.start)")
+                    help="build the kernels on a thread while the model is built (step_runner.prebuild_kernels)")
     args = ap.parse_args()
     started = time.perf_counter()
     if args.no_kernels:
@@ -52,7 +53,7 @@ def main() -> None:
 
         config = LlamaConfig(**bench_dims(args.tiny))
         device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
-        prebuild.start(config, torch.bfloat16, device)
+        prebuild_kernels(config, torch.bfloat16, device)
     lm, _ = build(args.tiny)
     built = time.perf_counter() - started
     vocab = lm.model.config.vocab_size

@@ -16,7 +16,7 @@ nucleus may reach past the K candidates, see `sampling`; only with `nucleus="top
 default on CPU; `bisect`, the default on CUDA, is exact and never misses) found in a block
 rewinds the device to that step, which only resets the step counter and the seen-token ids,
 and the batch goes on with the `sort` variant: the result is exactly that of always sorting
-(the host's side of the stops is `rowstops.RowStops`).
+(the host's side of the stops is `basics.RowStops`).
 
 On CPU the same code runs the steps eagerly (no graphs): that is what the tests check
 against `model.generate`. The runner (`step_runner.Runner`: cache, buffers, graphs) is kept
@@ -37,8 +37,7 @@ import structlog
 import torch
 
 from runner.llm.decoding import compiled_parts, triton_parts, triton_sampling, triton_support
-from runner.llm.decoding.basics import Generation, SamplingParams, eos_ids, on_device
-from runner.llm.decoding.rowstops import RowStops
+from runner.llm.decoding.basics import Generation, RowStops, SamplingParams, eos_ids, on_device
 from runner.llm.decoding.sampling import Sampler, row_keys
 from runner.llm.decoding.static_kv import static_attention
 from runner.llm.decoding.step_runner import Runner

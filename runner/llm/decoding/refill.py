@@ -20,7 +20,7 @@ row at a time). The prompt width is the longest waiting prompt, rounded up to 64
 runner is made; a longer prompt waits until the slots drain, then a wider runner is made.
 On CUDA out of memory the slots are halved (logged as `oom_split`) and the rows in flight
 start again (their tokens are a function of their seeds, so nothing changes), down to one
-slot. The host's rules for a row's end are `rowstops.RowStops`'s: EOS (not kept), a stop
+slot. The host's rules for a row's end are `basics.RowStops`'s: EOS (not kept), a stop
 string (kept), or `max_new_tokens`.
 """
 
@@ -36,8 +36,7 @@ import structlog
 import torch
 
 from runner.llm.decoding import fastgen, triton_parts, triton_sampling, triton_support
-from runner.llm.decoding.basics import Generation, SamplingParams, eos_ids, on_device
-from runner.llm.decoding.rowstops import RowStops
+from runner.llm.decoding.basics import Generation, RowStops, SamplingParams, eos_ids, on_device
 from runner.llm.decoding.sampling import Sampler, row_keys
 from runner.llm.decoding.slot_runner import SlotRunner
 from runner.llm.decoding.static_kv import static_attention

@@ -1,11 +1,11 @@
-"""Kernel prebuild: only where kernels would run; on CUDA it builds them on a thread."""
+"""step_runner.prebuild_kernels: only where kernels would run; on CUDA it builds them on a thread."""
 
 import pytest
 import torch
 from structlog.testing import capture_logs
 from transformers import LlamaConfig
 
-from runner.llm.decoding import prebuild
+from runner.llm.decoding import step_runner as prebuild
 
 SMALL = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              intermediate_size=512, vocab_size=3000)
@@ -13,16 +13,16 @@ SMALL = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_ke
 
 def test_no_prebuild_on_cpu():
     """On CPU there is nothing to build: no thread."""
-    assert prebuild.start(LlamaConfig(**SMALL), torch.bfloat16, torch.device("cpu")) is None
+    assert prebuild.prebuild_kernels(LlamaConfig(**SMALL), torch.bfloat16, torch.device("cpu")) is None
 
 
 def test_no_prebuild_for_float32_or_other_families():
     """float32 models and families outside FAMILIES use no Triton parts: no thread."""
     cuda = torch.device("cuda")
-    assert prebuild.start(LlamaConfig(**SMALL), torch.float32, cuda) is None
+    assert prebuild.prebuild_kernels(LlamaConfig(**SMALL), torch.float32, cuda) is None
     other = LlamaConfig(**SMALL)
     other.model_type = "gpt2"
-    assert prebuild.start(other, torch.bfloat16, cuda) is None
+    assert prebuild.prebuild_kernels(other, torch.bfloat16, cuda) is None
 
 
 def test_one_layer_model_has_the_shape():
@@ -39,8 +39,8 @@ def test_cuda_prebuild_builds_once_per_shape():
     """On CUDA a thread builds the kernels and logs it; the same shape starts no second one."""
     config = LlamaConfig(**{**SMALL, "hidden_size": 512, "intermediate_size": 1024})
     with capture_logs() as logs:
-        thread = prebuild.start(config, torch.bfloat16, torch.device("cuda"))
+        thread = prebuild.prebuild_kernels(config, torch.bfloat16, torch.device("cuda"))
         assert thread is not None
         thread.join(timeout=300)
     assert [e["event"] for e in logs] == ["kernels_prebuilt"]
-    assert prebuild.start(config, torch.bfloat16, torch.device("cuda")) is None
+    assert prebuild.prebuild_kernels(config, torch.bfloat16, torch.device("cuda")) is None
