@@ -83,5 +83,5 @@ def test_fewshot_draw_per_row_is_the_default(tmp_path, tiny_model, fewshot, fres
 def test_bad_fewshot_draw_is_refused(tmp_path, tiny_model, fewshot, fresh_loader):
     """An unknown draw names the key and the choices."""
     run = LocalRun(tmp_path / "a", {"path": str(tiny_model)}, spec_dir=fewshot.parent)
-    with pytest.raises(PhaseError, match="with.fewshot_draw: Input should be .row. or .batch."):
+    with pytest.raises(PhaseError, match=r"with\.fewshot_draw: Input should be .row. or .batch."):
         run.run("gen", generate_instructions, {**GEN, "fewshot_draw": "phase"})
