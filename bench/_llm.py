@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from runner.llm.loading.loader import LoadedModel  # noqa: E402
 
-__all__ = ["HBM_BYTES_PER_S", "IdTokenizer", "append_results", "build", "device_name",
+__all__ = ["HBM_BYTES_PER_S", "IdTokenizer", "append_results", "bench_dims", "build", "device_name",
            "print_table", "sync"]
 
 HBM_BYTES_PER_S = 3.0e12  # the H100's device-to-device copy rate measured on the device
@@ -40,17 +40,22 @@ class IdTokenizer:
         return " ".join(str(i) for i in ids)
 
 
-def build(tiny: bool, seed: int = 0) -> tuple[LoadedModel, int]:
-    """The random-initialised Llama as a LoadedModel, and its parameter count."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+def bench_dims(tiny: bool) -> dict[str, Any]:
+    """The benchmark Llama's LlamaConfig fields (the small one for `tiny`)."""
     dims: dict[str, Any] = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                 num_key_value_heads=2, intermediate_size=128,
                                 vocab_size=1000) if tiny else dict(
         hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
         intermediate_size=8192, vocab_size=128256)
-    config = LlamaConfig(max_position_embeddings=4096, tie_word_embeddings=True,
-                         bos_token_id=None, eos_token_id=None, pad_token_id=0, **dims)
+    return dict(max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=None,
+                eos_token_id=None, pad_token_id=0, **dims)
+
+
+def build(tiny: bool, seed: int = 0) -> tuple[LoadedModel, int]:
+    """The random-initialised Llama as a LoadedModel, and its parameter count."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**bench_dims(tiny))
     device = torch.device("cpu" if tiny or not torch.cuda.is_available() else "cuda")
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     torch.manual_seed(seed)

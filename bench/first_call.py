@@ -21,11 +21,12 @@ import time
 
 import structlog
 import torch
-from _llm import build, sync
+from _llm import bench_dims, build, sync
 
 from runner.llm.critic.forward import next_token_logits
 from runner.llm.decoding import triton_support
 from runner.llm.decoding.generation import SamplingParams, generate
+from runner.llm.decoding.step_runner import prebuild_kernels
 
 
 def timed(lm, fn) -> float:
@@ -40,11 +41,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="small float32 model on CPU (smoke)")
     ap.add_argument("--no-kernels", action="store_true", help="Triton kernels switched off")
+    ap.add_argument("--prebuild", action="store_true",
+                    help="build the kernels on a thread while the model is built (step_runner.prebuild_kernels)")
     args = ap.parse_args()
     started = time.perf_counter()
     if args.no_kernels:
         off = RuntimeError("switched off by --no-kernels")
         triton_support.switch_off(off, structlog.get_logger())
+    if args.prebuild:  # as the phases do: the kernels build while the model loads
+        from transformers import LlamaConfig
+
+        config = LlamaConfig(**bench_dims(args.tiny))
+        device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+        prebuild_kernels(config, torch.bfloat16, device)
     lm, _ = build(args.tiny)
     built = time.perf_counter() - started
     vocab = lm.model.config.vocab_size
@@ -55,7 +64,7 @@ def main() -> None:
     critic = [timed(lm, lambda: next_token_logits(lm, rows)) for _ in (0, 1)]
     cache = os.environ.get("TRITON_CACHE_DIR", "~/.triton/cache")
     files = sum(len(f) for _, _, f in os.walk(os.path.expanduser(cache))) if cache else 0
-    print(f"kernels {'off' if args.no_kernels else 'on'}, Triton cache {files} files after: "
+    print(f"kernels {'off' if args.no_kernels else 'on'}{', prebuilt' if args.prebuild else ''}, Triton cache {files} files after: "
           f"model build {built:.1f} s; generate first {gen[0]:.2f} s, second {gen[1]:.2f} s; "
           f"critic first {critic[0]:.2f} s, second {critic[1]:.2f} s")
 

@@ -6,10 +6,17 @@ the generator is closed at its `yield` and nothing is written, so the batch runs
 resume. Batch indexes count from 0 across every `ctx.batches` call of one phase instance, and
 a batch's seed depends only on (run seed, phase name, index), so a resumed phase draws the same
 numbers as an uninterrupted one and its records come out byte-identical.
+
+When work of several batches is in flight at once (continuous-refill generation lets rows of
+many batches share the decoding slots), `open_batches` hands out the same batches without
+committing them, and the phase commits each with `commit(batch)` when its last row has
+finished. Commits go in index order, so the committed batches of an interrupted phase are
+always a prefix of those it opened, and a crash loses only the batches not yet committed.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,12 +70,20 @@ class PhaseContext:
     _next_batch: int = 0
     _store: BatchStore = field(init=False)
     _committed: set[int] = field(init=False)
+    _open: deque[int] = field(init=False, default_factory=deque)
 
     def __post_init__(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._store = BatchStore(self.output_dir)
         self._store.discard_uncommitted()
+        self._committed = self._store.committed()
+
+    def begin_attempt(self) -> None:
+        """Start an attempt of the phase (a retry too): batch indexes count from 0 again,
+        batches opened and not committed by an earlier attempt are dropped."""
+        self._next_batch = 0
+        self._open.clear()
         self._committed = self._store.committed()
 
     @property
@@ -102,6 +117,27 @@ class PhaseContext:
 
     def batches(self, items: Iterable[Any], size: int) -> Iterator[Batch]:
         """Split `items` into batches; skip those already committed; commit each on success."""
+        for batch in self._split(items, size):
+            yield batch
+            # Reached only when the loop body finished without raising.
+            self._commit(batch)
+
+    def open_batches(self, items: Iterable[Any], size: int) -> Iterator[Batch]:
+        """The batches `batches` would give (same indexes, seeds, skips), none committed:
+        the caller commits each with `commit(batch)`, in the order they were handed out."""
+        for batch in self._split(items, size):
+            self._open.append(batch.index)
+            yield batch
+
+    def commit(self, batch: Batch) -> None:
+        """Commit a batch from `open_batches`: its records become durable, exactly once."""
+        if not self._open or self._open[0] != batch.index:
+            raise ValueError(f"commit of batch {batch.index}: batches from open_batches "
+                             f"commit once each, in order (next: {list(self._open)[:1]})")
+        self._open.popleft()
+        self._commit(batch)
+
+    def _split(self, items: Iterable[Any], size: int) -> Iterator[Batch]:
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"batch size must be a positive integer, got {size!r}")
         pool = list(items)
@@ -110,12 +146,14 @@ class PhaseContext:
             self._next_batch += 1
             if index in self._committed:
                 continue
-            batch = Batch(index, pool[start : start + size], derive_seed(self.run_seed, self._seed_key, index))
-            yield batch
-            # Reached only when the loop body finished without raising.
-            self._store.commit(index, batch.records)
-            self._committed.add(index)
-            self.log.debug("batch_committed", phase=self.phase, batch=index, records=len(batch.records))
+            yield Batch(index, pool[start : start + size],
+                        derive_seed(self.run_seed, self._seed_key, index))
+
+    def _commit(self, batch: Batch) -> None:
+        self._store.commit(batch.index, batch.records)
+        self._committed.add(batch.index)
+        self.log.debug("batch_committed", phase=self.phase, batch=batch.index,
+                       records=len(batch.records))
 
     def mark_cuda(self) -> None:
         """Record that this phase instance used CUDA (for GPU-seconds and cost)."""

@@ -65,6 +65,7 @@ def _run_python(job: PhaseJob) -> dict[str, float]:
         job.ctx.options = phase_options(job.uses or "", job.ctx.spec_dir, job.ctx.params, job.name)
     except UsesError as exc:
         raise PhaseError(job.name, str(exc)) from None
+    job.ctx.begin_attempt()  # a retry counts batches from 0 again and skips the committed ones
     metrics = fn(job.ctx)
     job.ctx.finish_records()
     return check_metrics(metrics, job.name, f"return value of {job.uses}")

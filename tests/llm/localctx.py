@@ -51,6 +51,8 @@ class LocalContext:
         self.input_names = [p for p in run.order if p != phase]
         self.log = structlog.get_logger("test").bind(phase=phase)
         self.stop_after, self.used_cuda, self._next_index = stop_after, False, 0
+        self._open: list[int] = []
+        self._commits = 0
 
     def input(self, name: str) -> list[dict[str, Any]]:
         return self.run.records(name, self.iteration)
@@ -61,7 +63,24 @@ class LocalContext:
         return [json.loads(line) for f in files for line in f.read_text().splitlines() if line]
 
     def batches(self, items: list[Any], size: int) -> Iterator[LocalBatch]:
-        commits = 0
+        for batch in self._split(items, size):
+            yield batch
+            self._commit(batch)
+
+    def open_batches(self, items: list[Any], size: int) -> Iterator[LocalBatch]:
+        """As `batches`, committed by `commit` in the order handed out."""
+        for batch in self._split(items, size):
+            self._open.append(batch.index)
+            yield batch
+
+    def commit(self, batch: LocalBatch) -> None:
+        if not self._open or self._open[0] != batch.index:
+            raise ValueError(f"batch {batch.index} committed out of order or twice")
+        self._open.pop(0)
+        self._commit(batch)
+
+    def _split(self, items: list[Any], size: int) -> Iterator[LocalBatch]:
+        items = list(items)
         for start in range(0, len(items), size):
             index = self._next_index
             self._next_index += 1
@@ -69,13 +88,15 @@ class LocalContext:
             if path.exists():
                 continue
             digest = hashlib.sha256(f"{self.run.seed}:{self.phase}:{index}".encode())
-            batch = LocalBatch(index, items[start : start + size], int(digest.hexdigest()[:15], 16))
-            yield batch
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in batch.records))
-            commits += 1
-            if self.stop_after is not None and commits >= self.stop_after:
-                raise Interrupted(f"stopped after {commits} batches")
+            yield LocalBatch(index, items[start : start + size], int(digest.hexdigest()[:15], 16))
+
+    def _commit(self, batch: LocalBatch) -> None:
+        path = self.output_dir / "batches" / f"{batch.index:06d}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in batch.records))
+        self._commits += 1
+        if self.stop_after is not None and self._commits >= self.stop_after:
+            raise Interrupted(f"stopped after {self._commits} batches")
 
     def mark_cuda(self) -> None:
         self.used_cuda = True

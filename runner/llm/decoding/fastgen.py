@@ -16,7 +16,7 @@ nucleus may reach past the K candidates, see `sampling`; only with `nucleus="top
 default on CPU; `bisect`, the default on CUDA, is exact and never misses) found in a block
 rewinds the device to that step, which only resets the step counter and the seen-token ids,
 and the batch goes on with the `sort` variant: the result is exactly that of always sorting
-(the host's side of the stops is `rowstops.RowStops`).
+(the host's side of the stops is `basics.RowStops`).
 
 On CPU the same code runs the steps eagerly (no graphs): that is what the tests check
 against `model.generate`. The runner (`step_runner.Runner`: cache, buffers, graphs) is kept
@@ -29,22 +29,24 @@ before that, bf16/fp16 models run those pieces as Triton kernels (`triton_parts`
 from __future__ import annotations
 
 import weakref
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import structlog
 import torch
 
 from runner.llm.decoding import compiled_parts, triton_parts, triton_sampling, triton_support
-from runner.llm.decoding.basics import Generation, SamplingParams, eos_ids, on_device
-from runner.llm.decoding.rowstops import RowStops
+from runner.llm.decoding.basics import Generation, RowStops, SamplingParams, eos_ids, on_device
 from runner.llm.decoding.sampling import Sampler, row_keys
 from runner.llm.decoding.static_kv import static_attention
 from runner.llm.decoding.step_runner import Runner
 from runner.llm.loading.loader import LoadedModel
 from runner.store.batches import row_seed
 
-__all__ = ["COMPILE_AFTER_TOKENS", "COMPILE_ENV", "Runner", "clear_runners", "generate_static"]
+__all__ = ["COMPILE_AFTER_TOKENS", "COMPILE_ENV", "Runner", "clear_runners", "compile_failed",
+           "count_generated", "generate_static", "kept_runner", "parts_switched_on",
+           "wants_compiled"]
 
 _log = structlog.get_logger("runner.llm")
 # Nucleus search when the caller names none: None picks "bisect" where its Triton kernel runs
@@ -59,7 +61,7 @@ COMPILE_ENV = "RUNNER_DECODE_COMPILE"
 COMPILE_AFTER_TOKENS = 1_000_000  # ~35 s of compiling ~ 1M eager tokens at batch 256
 _GENERATED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 _COMPILE_FAILED: weakref.WeakSet[Any] = weakref.WeakSet()
-_RUNNERS: dict[tuple[Any, ...], Runner] = {}
+_RUNNERS: dict[tuple[Any, ...], Any] = {}  # a Runner, or refill's SlotRunner
 _WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -89,15 +91,8 @@ def _runner(lm: LoadedModel, batch: int, width: int, p: SamplingParams, graphs: 
     # The graphs hold the parts they were captured with: compiled, Triton or the model's own.
     key = (weakref.ref(lm.model), batch, width, p.max_new_tokens, sampler, penalise, graphs,
            compiled, triton_parts.ENABLED)
-    runner = _RUNNERS.get(key)
-    if runner is None:
-        clear_runners()  # one runner at a time: its cache is the largest thing we hold
-        if lm.model not in _WATCHED:  # free the cache and graphs with the model
-            _WATCHED.add(lm.model)
-            weakref.finalize(lm.model, clear_runners)
-        runner = _RUNNERS[key] = Runner(lm.model, batch, width, p.max_new_tokens, sampler,
-                                        penalise, graphs)
-    return runner
+    return kept_runner(key, lm.model, lambda: Runner(lm.model, batch, width, p.max_new_tokens,
+                                                      sampler, penalise, graphs))
 
 
 @torch.inference_mode()
@@ -120,8 +115,7 @@ def generate_static(
     kernel on CUDA), "bisect-eager", or "topk" (K = `candidates`, a miss rewinds to a sort)."""
     log = log or _log
     graphs = lm.device.type == "cuda" if graphs is None else graphs
-    compiled = graphs and lm.model not in _COMPILE_FAILED and compiled_parts.wanted(
-        COMPILE_ENV, lm.device, _GENERATED.get(lm.model, 0), COMPILE_AFTER_TOKENS)
+    compiled = wants_compiled(lm, graphs)
     while True:
         kernels = triton_support.available(lm.device)
         try:
@@ -138,14 +132,52 @@ def generate_static(
             # on the seeds, so the retry gives what a first call without them would.
             clear_runners()
             if compiled:
-                log.warning("decode_compile_failed", error=str(exc)[:300])
-                _COMPILE_FAILED.add(lm.model)
+                compile_failed(lm, exc, log)
                 compiled = False
             else:
                 triton_support.switch_off(exc, log)
     if not compiled:
-        _GENERATED[lm.model] = _GENERATED.get(lm.model, 0) + sum(g.tokens for g in out)
+        count_generated(lm, sum(g.tokens for g in out))
     return out
+
+
+def parts_switched_on(lm: LoadedModel, compiled: bool) -> AbstractContextManager[Any]:
+    """The decoder pieces the step graphs are captured with: compiled, Triton or the model's."""
+    if compiled:
+        return compiled_parts.switched_on(lm.model)
+    if triton_parts.usable(lm.model, lm.device, lm.dtype):
+        return triton_parts.switched_on(lm.model)
+    return nullcontext()
+
+
+def wants_compiled(lm: LoadedModel, graphs: bool) -> bool:
+    """Whether new step graphs should hold the compiled pieces (see COMPILE_AFTER_TOKENS)."""
+    return graphs and lm.model not in _COMPILE_FAILED and compiled_parts.wanted(
+        COMPILE_ENV, lm.device, _GENERATED.get(lm.model, 0), COMPILE_AFTER_TOKENS)
+
+
+def count_generated(lm: LoadedModel, tokens: int) -> None:
+    """Add eagerly generated tokens to the model's count (what `wants_compiled` reads)."""
+    _GENERATED[lm.model] = _GENERATED.get(lm.model, 0) + tokens
+
+
+def compile_failed(lm: LoadedModel, exc: BaseException, log: Any) -> None:
+    """Never compile for this model again in this process."""
+    log.warning("decode_compile_failed", error=str(exc)[:300])
+    _COMPILE_FAILED.add(lm.model)
+
+
+def kept_runner(key: tuple[Any, ...], model: Any, make: Callable[[], Any]) -> Any:
+    """The runner kept under `key`, or a new one from `make()` after dropping the kept one
+    (one runner at a time: its cache is the largest thing we hold)."""
+    runner = _RUNNERS.get(key)
+    if runner is None:
+        clear_runners()
+        if model not in _WATCHED:  # free the cache and graphs with the model
+            _WATCHED.add(model)
+            weakref.finalize(model, clear_runners)
+        runner = _RUNNERS[key] = make()
+    return runner
 
 
 def _generate(lm: LoadedModel, rows: list[list[int]], places: list[int], p: SamplingParams,
@@ -159,13 +191,7 @@ def _generate(lm: LoadedModel, rows: list[list[int]], places: list[int], p: Samp
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=lm.device)
     keys = row_keys([row_seed(seed, i) for i in places], lm.device)
     host = RowStops(lm.tokenizer, eos_ids(lm), len(rows), p.stop_strings)
-    if compiled:
-        parts = compiled_parts.switched_on(lm.model)
-    elif triton_parts.usable(lm.model, lm.device, lm.dtype):
-        parts = triton_parts.switched_on(lm.model)
-    else:
-        parts = nullcontext()  # type: ignore[assignment]  # any context manager will do
-    with static_attention(lm.model), parts:
+    with static_attention(lm.model), parts_switched_on(lm, compiled):
         variant = runner.load(ids, mask, keys)
         return _decode(runner, host, variant, p.max_new_tokens, block, log)
 

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import structlog
 import torch
 
 from runner.environment import ENGINES
-from runner.llm.decoding import fastgen
+from runner.llm.decoding import fastgen, refill
 from runner.llm.decoding.basics import (
     Generation,
     SamplingParams,
@@ -45,7 +45,7 @@ from runner.llm.loading.loader import LoadedModel
 from runner.store.batches import row_seed
 
 __all__ = ["ENGINE_ENV", "Generation", "SamplingParams", "StopChecker", "engine_for", "eos_ids",
-           "forward_params", "generate", "on_device"]
+           "forward_params", "generate", "on_device", "stream"]
 
 ENGINE_ENV = "RUNNER_GENERATION"  # "simple" | "static" | "auto" (default): see engine_for
 
@@ -198,6 +198,32 @@ def generate(
         if on_rows is not None:
             on_rows(len(places))
     return [g for g in results if g is not None]
+
+
+def stream(
+    lm: LoadedModel,
+    work: Iterable[tuple[Any, list[list[int]], int]],
+    params: SamplingParams,
+    slots: int,
+    on_rows: Callable[[int], None] | None = None,
+    log: Any = None,
+    *,
+    engine: str = "auto",
+) -> Iterator[tuple[Any, list[Generation]]]:
+    """Generate a whole work list: `(tag, prompts, seed)` items in, `(tag, generations)` out,
+    in the items' order, each item as soon as it and every item before it has finished.
+
+    The static engine keeps `slots` rows decoding and refills a slot as soon as its row stops
+    (`refill.stream_refill`), so rows of several items share the slots; the simple loop runs
+    the items one after another. Either way an item's generations are those `generate(lm,
+    prompts, params, seed)` gives: row i depends only on (seed, i).
+    """
+    if engine_for(lm, engine) == "static":
+        yield from refill.stream_refill(lm, work, params, slots, log=log or _log,
+                                        on_rows=on_rows)
+        return
+    for tag, rows, seed in work:
+        yield tag, generate(lm, rows, params, seed, on_rows, log, engine="simple")
 
 
 def _free_memory() -> None:

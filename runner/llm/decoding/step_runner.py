@@ -8,21 +8,35 @@ previous token, run the model over the cache, sample on the device, advance) rea
 only these fixed-address buffers, so on CUDA it is captured once into a CUDA graph and then
 replayed (`run_steps`). `rewind` makes an earlier step the next one, which only resets the
 step counter and the seen ids. `fastgen` keeps the runner of the last shape for the next call.
+
+`prebuild_kernels` runs a few steps of a Runner on a one-layer model of a model's shape on a
+thread, so a fresh machine builds the Triton kernels while the real model loads (below).
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 import torch
 
-from runner.llm.decoding.sampling import Sampler
-from runner.llm.decoding.static_kv import StaticKV, decode_mask, model_step, prefill_mask
+from runner.llm.decoding import triton_attention, triton_parts, triton_sampling, triton_support
+from runner.llm.decoding.sampling import Sampler, row_keys
+from runner.llm.decoding.static_kv import (
+    FAMILIES,
+    StaticKV,
+    decode_mask,
+    model_step,
+    prefill_mask,
+    static_attention,
+)
 
-__all__ = ["Runner"]
+__all__ = ["Runner", "prebuild_kernels"]
 
 
 class Runner:
@@ -187,3 +201,81 @@ class Runner:
             log.info("fastgen_captured", variant=what, batch=self.out.shape[1],
                      seconds=round(time.perf_counter() - started, 3))
         return graph, out
+
+
+# Kernel prebuild. A fresh process on a machine with an empty Triton cache spends ~5 s of its
+# first `generate` call building kernels one after another (bench/first_call.py on the H200:
+# 6.4 s cold, 1.3 s with the kernels on disk). They depend on the model's shape (hidden and
+# head sizes, vocabulary, dtype), not on its weights, so `prebuild_kernels` builds them on a
+# thread while the weights load: a few eager steps of a `Runner` over a one-layer model of the
+# same shape (random weights), through `static_attention`, `triton_parts` and the fused nucleus
+# draw, so each kernel is built with the specialisations the real calls use. Its batch is
+# large enough for the decode-attention kernel to run too, but that kernel's cache length is a
+# compile-time constant, so the real call still builds its own length. The thread has its own
+# stream, keeps nothing, takes no runner from `fastgen`'s cache, and only logs a failure (the
+# real call then builds, or switches off, the kernels as before). It is not a daemon: a
+# process that ends first waits for it instead of tearing CUDA down under it.
+_log = structlog.get_logger("runner.llm")
+_STARTED: set[tuple[Any, ...]] = set()
+
+
+def prebuild_kernels(config: Any, dtype: torch.dtype, device: torch.device
+                     ) -> threading.Thread | None:
+    """Begin building the kernels a model of `config` will use on `device` (once per shape);
+    None where no kernel would be used (CPU, float32, another family, no Triton)."""
+    if (device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16)
+            or getattr(config, "model_type", None) not in FAMILIES
+            or not triton_support.available(device)):
+        return None
+    key = (config.model_type, config.hidden_size, config.num_attention_heads,
+           config.num_key_value_heads, config.intermediate_size, config.vocab_size, dtype, device)
+    if key in _STARTED:
+        return None
+    _STARTED.add(key)
+    # Not a daemon (seen: a daemon still building when the interpreter exited aborted it).
+    thread = threading.Thread(target=_build, args=(config, dtype, device), daemon=False,
+                              name="runner-kernel-prebuild")
+    thread.start()
+    return thread
+
+
+def _build(config: Any, dtype: torch.dtype, device: torch.device) -> None:
+    started = time.perf_counter()
+    try:
+        # Its own stream: nothing it queues meets a graph the caller captures meanwhile.
+        with torch.cuda.device(device), torch.cuda.stream(torch.cuda.Stream(device)), \
+                torch.inference_mode():
+            model = _one_layer(config, dtype, device)
+            batch = -(-triton_attention.MIN_PROGRAMS // config.num_key_value_heads)
+            fused = triton_sampling.available(device)
+            sampler = Sampler(0.7, 0.9, 1.1, 1024, "bisect", fused)
+            runner = Runner(model, batch, 64, 4, sampler, True, graphs=False)
+            ids = torch.randint(3, config.vocab_size, (batch, 64), device=device)
+            mask = torch.ones_like(ids)
+            keys = row_keys(list(range(batch)), device)
+            parts = triton_parts.usable(model, device, dtype)
+            with static_attention(model), (triton_parts.switched_on(model) if parts
+                                           else contextlib.nullcontext()):
+                variant = runner.load(ids, mask, keys)
+                runner.run_steps(variant, 2, _log)
+                # The refill engine draws with one step per row (another specialisation).
+                if fused:
+                    logits = torch.randn(batch, config.vocab_size, device=device)
+                    triton_sampling.nucleus_draw(logits, keys, torch.arange(batch, device=device),
+                                                 0.7, 0.9)
+            torch.cuda.synchronize(device)
+        _log.info("kernels_prebuilt", seconds=round(time.perf_counter() - started, 2))
+    except Exception as exc:  # the real call builds them, or switches them off, as before
+        _log.warning("kernel_prebuild_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _one_layer(config: Any, dtype: torch.dtype, device: torch.device) -> Any:
+    """A model of `config`'s family and shape with one layer (random weights)."""
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415 - only where kernels are built
+
+    fields = {**config.to_dict(), "num_hidden_layers": 1}
+    if fields.get("layer_types"):
+        fields["layer_types"] = fields["layer_types"][:1]
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config.__class__.from_dict(fields))
+    return model.to(dtype).eval()

@@ -196,14 +196,15 @@ def _narrow_source(mass_ptr, lo_ptr, hi_ptr, kept_ptr, chunk_kept_ptr, top_p,  #
 
 
 def _draw_source(logits_ptr, lse_ptr, lo_ptr, kept_ptr, chunk_kept_ptr, keys_ptr, step_ptr,  # type: ignore[no-untyped-def]
-                 out_ptr, temperature, vocab: tl.constexpr, CHUNKS: tl.constexpr,
+                 step_stride, out_ptr, temperature, vocab: tl.constexpr, CHUNKS: tl.constexpr,
                  CHUNKS_POW2: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     # The row's uniform, bit for bit `sampling.uniforms(keys, step)`: one hash here instead of
     # some forty tiny torch kernels a step.
     # h = mix(low ^ mix(step ^ high)), "lowbias32" on uint64 values below 2**32 (products fit).
     low = tl.load(keys_ptr + 2 * row).to(tl.uint64)
-    h = (tl.load(step_ptr).to(tl.uint64) & 0xFFFFFFFF) ^ tl.load(keys_ptr + 2 * row + 1).to(tl.uint64)
+    # One step for every row (stride 0), or each row's own (the refill engine's slots).
+    h = (tl.load(step_ptr + row * step_stride).to(tl.uint64) & 0xFFFFFFFF) ^ tl.load(keys_ptr + 2 * row + 1).to(tl.uint64)
     h = h ^ (h >> 16)
     h = (h * 0x7FEB352D) & 0xFFFFFFFF
     h = h ^ (h >> 15)
@@ -274,7 +275,8 @@ def passes(top_p: float, vocab: int) -> int:
 def nucleus_draw(logits: torch.Tensor, keys: torch.Tensor, step: torch.Tensor,
                  temperature: float, top_p: float) -> torch.Tensor:
     """One token per row of float32 `logits` (rows, vocab), already penalised, drawn with the
-    uniform `sampling.uniforms(keys, step)` ((rows, 2) int64 keys, (1,) int64 step)."""
+    uniform `sampling.uniforms(keys, step)` ((rows, 2) int64 keys; a (1,) int64 step shared
+    by every row, or (rows,) steps, one a row)."""
     if logits.dtype != torch.float32 or logits.dim() != 2 or not logits.is_contiguous():
         raise ValueError("nucleus_draw wants contiguous (rows, vocab) float32 logits")
     rows, vocab = logits.shape
@@ -313,7 +315,8 @@ def nucleus_draw(logits: torch.Tensor, keys: torch.Tensor, step: torch.Tensor,
                                              WAYS=WAYS, num_warps=4)
         k["narrow"][(rows,)](mass, lo, hi, kept, chunk_kept, float(top_p), CHUNKS=chunks,
                              CHUNKS_POW2=pow2, WAYS=WAYS, num_warps=1)
-    k["draw"][(rows,)](logits, lse, lo, kept, chunk_kept, keys, step, out, t, vocab=vocab,
+    stride = 0 if step.numel() == 1 else 1
+    k["draw"][(rows,)](logits, lse, lo, kept, chunk_kept, keys, step, stride, out, t, vocab=vocab,
                        CHUNKS=chunks, CHUNKS_POW2=pow2, CHUNK=CHUNK, BLOCK=_BLOCK,
                        num_warps=4)
     return out

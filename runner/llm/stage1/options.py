@@ -45,6 +45,10 @@ class _Sampling(PhaseOptions):
     repetition_penalty: float = Field(default=1.1, ge=0.01)
     shots: int = Field(default=3, ge=0)
     templates: Templates | None = None
+    # row: each row draws its own few-shot examples; batch: one draw per batch, so the rows of
+    # a batch share one prompt (prefilled once by the refill engine). Recorded in provenance.
+    fewshot_draw: Literal["row", "batch"] = "row"
+    slots: int | None = Field(default=None, ge=1)  # decoding slots; default batch_size
 
 
 class GenerateInstructionsOptions(_Sampling):

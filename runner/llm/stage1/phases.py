@@ -12,9 +12,11 @@ later phase uses. Each phase's `with:` keys, types and defaults are its model in
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,8 @@ from runner.llm.builtin import (
     usable_instructions,
 )
 from runner.llm.critic import scoring as critic_lib
-from runner.llm.decoding.generation import Generation, SamplingParams, generate
+from runner.llm.decoding.generation import Generation, SamplingParams, stream
+from runner.llm.decoding.step_runner import prebuild_kernels
 from runner.llm.loading.contamination import chat_denylist, check_token_ids
 from runner.llm.loading.loader import (
     LoadedModel,
@@ -93,23 +96,73 @@ class _Setup:
             max_new_tokens=o.max_new_tokens, stop_strings=self.t.stop_strings,
         )
         self.shots = o.shots
+        self.draw = o.fewshot_draw
+        # Decoding slots of the static engine (rows in flight at once, from several batches);
+        # by default the phase's batch_size. Outputs do not depend on it.
+        self.slots = o.slots
         self.fewshot = o.fewshot
         self.pool = load_fewshot(self.fewshot, getattr(ctx, "spec_dir", None), need, ctx.phase)
         spec = model_spec(ctx)
+        self.spec = spec
         self.model = _Model(ctx, spec)
         self.model_hash = model_fingerprint(spec, ctx.phase).model_hash
         self.settings: dict[str, Any] = {"shots": self.shots, "fewshot": self.fewshot,
+                                         "fewshot_draw": self.draw,
                                          "fewshot_sha256": _pool_sha256(self.pool),
                                          **self.sampling.as_dict()}
 
-    def run(
-        self, ctx: Any, prompts: list[str], ids: list[str], seed: int, bar: Any
-    ) -> tuple[LoadedModel, list[Generation]]:
-        """Check the prompts for chat tokens, then generate: (model, one output per prompt)."""
+    def shown(self, batch: Any) -> list[list[dict[str, Any]]]:
+        """The few-shot examples of each row of `batch`: drawn per row, or once per batch
+        (`fewshot_draw: batch`: every row shows the same ones, so rows share one prompt
+        prefix and the engine prefills it once)."""
+        if self.draw == "batch":
+            return [pick_shots(self.pool, self.shots, batch.seed, -1)] * len(batch.items)
+        return [pick_shots(self.pool, self.shots, batch.seed, row)
+                for row in range(len(batch.items))]
+
+    def stream(
+        self, ctx: Any, pending: Iterator[tuple[Any, list[str], list[str]]], bar: Any,
+        batch_size: int,
+    ) -> Iterator[tuple[Any, list[str], LoadedModel, list[Generation]]]:
+        """Generate the prompts of every pending batch, `(batch, prompts, ids)`; yield
+        `(batch, prompts, model, outputs)` per batch, in order, once its last row finished.
+
+        The rows of several batches share the engine's `slots` (continuous refill on CUDA),
+        so the caller commits each batch as it comes back. The model loads only when some
+        batch is pending; prompts are checked for chat tokens before they are generated.
+        """
+        first = next(pending, None)
+        if first is None:
+            return
+        if self.model.lm is None:
+            _prebuild_kernels(self.spec, ctx.phase)  # built while the weights load
         lm = self.model.get()
-        token_ids = lm.check_prompts(prompts, [f"{ctx.phase}/{i}" for i in ids], ctx.phase)
-        outs = generate(lm, token_ids, self.sampling, seed, on_rows=bar.update, log=ctx.log)
-        return lm, outs
+
+        def work() -> Iterator[tuple[tuple[Any, list[str]], list[list[int]], int]]:
+            for batch, prompts, ids in itertools.chain([first], pending):
+                labels = [f"{ctx.phase}/{i}" for i in ids]
+                yield (batch, prompts), lm.check_prompts(prompts, labels, ctx.phase), batch.seed
+
+        for (batch, prompts), outs in stream(lm, work(), self.sampling, self.slots or batch_size,
+                                             on_rows=bar.update, log=ctx.log):
+            yield batch, prompts, lm, outs
+
+
+def _prebuild_kernels(spec: dict[str, Any], phase: str) -> None:
+    """Start building the decoder's Triton kernels for this model's shape on a thread
+    (`step_runner.prebuild_kernels`); anything unusual (a hub id, an odd config) just skips it."""
+    try:
+        device = resolve_device(spec.get("device"), phase)
+        if device.type != "cuda":
+            return
+        from transformers import AutoConfig  # noqa: PLC0415 - only on CUDA, where it loads anyway
+
+        config = AutoConfig.from_pretrained(str(spec["path"]), local_files_only=True,
+                                            revision=spec.get("revision"),
+                                            trust_remote_code=bool(spec.get("trust_remote_code")))
+        prebuild_kernels(config, resolve_dtype(spec.get("dtype"), device, phase), device)
+    except Exception:  # an optimisation only: the first call builds them anyway
+        return
 
 
 def _share(ctx: Any, items: Any) -> list[Any]:
@@ -150,22 +203,27 @@ def generate_instructions(ctx: Any) -> dict[str, float]:
     written: list[dict[str, Any]] = []
     share = _share(ctx, range(total))
     bar = progress(ctx, len(share), f"{ctx.phase}: generate", done=len(own_records(ctx, [])))
-    for batch in ctx.batches(share, batch_size):
-        shown = [pick_shots(s.pool, s.shots, batch.seed, row) for row in range(len(batch.items))]
-        prompts = [instruction_prompt([e["instruction"] for e in x], s.t) for x in shown]
-        ids = [f"i{item:06d}" for item in batch.items]
-        _, outs = s.run(ctx, prompts, ids, batch.seed, bar)
+
+    def pending() -> Iterator[tuple[Any, list[str], list[str]]]:
+        for batch in ctx.open_batches(share, batch_size):
+            prompts = [instruction_prompt([e["instruction"] for e in x], s.t)
+                       for x in s.shown(batch)]
+            yield batch, prompts, [f"i{item:06d}" for item in batch.items]
+
+    for batch, prompts, _, outs in s.stream(ctx, pending(), bar, batch_size):
         records = []
-        for rid, prompt, out in zip(ids, prompts, outs):
+        for item, prompt, out in zip(batch.items, prompts, outs):
             cleaned = classify(out.text, out.stopped_by, s.t, "instruction")
             ins = parse_instruction(cleaned, s.t)
             records.append({
-                "id": rid, "stage": "instructions", "instruction": ins, "text": cleaned.text,
-                "class": cleaned.cls, "keep": cleaned.cls == "clean" and ins is not None,
+                "id": f"i{item:06d}", "stage": "instructions", "instruction": ins,
+                "text": cleaned.text, "class": cleaned.cls,
+                "keep": cleaned.cls == "clean" and ins is not None,
                 **_output_fields(out, prompt),
                 "provenance": provenance(ctx, s.model_hash, batch.seed, settings),
             })
         batch.write(records)
+        ctx.commit(batch)  # its last row has finished: durable now, exactly once
         written += records
     bar.close()
     records = own_records(ctx, written)
@@ -186,13 +244,17 @@ def generate_responses(ctx: Any) -> dict[str, float]:
     written: list[dict[str, Any]] = []
     share = _share(ctx, items)
     bar = progress(ctx, len(share), f"{ctx.phase}: generate", done=len(own_records(ctx, [])))
-    for batch in ctx.batches(share, batch_size):
-        shown = [pick_shots(s.pool, s.shots, batch.seed, row) for row in range(len(batch.items))]
-        prompts = [
-            response_prompt([(e["instruction"], e["response"]) for e in x], it["instruction"], s.t)
-            for x, it in zip(shown, batch.items)
-        ]
-        lm, outs = s.run(ctx, prompts, [it["id"] for it in batch.items], batch.seed, bar)
+
+    def pending() -> Iterator[tuple[Any, list[str], list[str]]]:
+        for batch in ctx.open_batches(share, batch_size):
+            prompts = [
+                response_prompt([(e["instruction"], e["response"]) for e in x],
+                                it["instruction"], s.t)
+                for x, it in zip(s.shown(batch), batch.items)
+            ]
+            yield batch, prompts, [it["id"] for it in batch.items]
+
+    for batch, prompts, lm, outs in s.stream(ctx, pending(), bar, batch_size):
         records = []
         for it, prompt, out in zip(batch.items, prompts, outs):
             cleaned = classify(out.text, out.stopped_by, s.t, "response")
@@ -206,6 +268,7 @@ def generate_responses(ctx: Any) -> dict[str, float]:
                 "provenance": provenance(ctx, s.model_hash, batch.seed, settings),
             })
         batch.write(records)
+        ctx.commit(batch)  # its last row has finished: durable now, exactly once
         written += records
     bar.close()
     records = own_records(ctx, written)

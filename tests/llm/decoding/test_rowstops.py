@@ -2,8 +2,8 @@
 
 import pytest
 
+from runner.llm.decoding.basics import RowStops
 from runner.llm.decoding.generation import StopChecker
-from runner.llm.decoding.rowstops import RowStops
 from runner.llm.loading import loader
 
 TEXT = "Apple pie.\n\n### End of it"

@@ -75,3 +75,14 @@ def test_float16_logits_are_refused():
     logits, keys, step = _case(2, 1.0, 4)
     with pytest.raises(ValueError, match="float32"):
         nucleus_draw(logits.half(), keys, step, 0.7, 0.9)
+
+
+def test_kernel_takes_one_step_per_row():
+    """Per-row steps (the refill engine's slots) draw what each row draws at its own step."""
+    logits, keys, _ = _case(6, 3.0, 4)
+    steps = torch.tensor([0, 3, 3, 7, 1, 12], device=DEVICE)
+    ours = nucleus_draw(logits.clone(), keys, steps, 0.7, 0.9)
+    alone = [nucleus_draw(logits[i : i + 1].clone(), keys[i : i + 1], steps[i : i + 1], 0.7, 0.9)
+             for i in range(6)]
+    assert ours.tolist() == [int(a) for a in alone]
+    assert ours.tolist() == _torch_bisect(logits, keys, steps, 0.7, 0.9).tolist()
