@@ -64,6 +64,7 @@ LR = 3e-3
 WARMUP = 40
 SPECIALS = ["<s>", "</s>", "<unk>", "<pad>"]  # ids 0..3, in this order
 FEWSHOT_SEED = 777  # not SEED: the few-shot files are not copies of training documents
+CRITIC_FEWSHOT_SEED = 778
 
 
 def build_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
@@ -161,7 +162,7 @@ class Report:
     instr_greedy: float
     instr_novel: float  # parsed sampled instructions that are not a copy of a prompt's shot
     resp_parseable: float  # sampled responses that end in "\n### End"
-    critic_yes_good: float  # p(" A") > p(" B") on good instructions / matching pairs
+    critic_yes_good: float  # debiased p(yes) > 0.5 on good instructions / matching pairs
     critic_yes_bad: float  # ... on garbled instructions / mismatched pairs (lower is better)
     samples: list[str]
 
@@ -169,7 +170,7 @@ class Report:
         return (f"instructions parseable {self.instr_parseable:.0%} sampled "
                 f"({self.instr_novel:.0%} of them new), {self.instr_greedy:.0%} greedy; "
                 f"responses parseable {self.resp_parseable:.0%}; "
-                f"critic says A for {self.critic_yes_good:.0%} of good items and "
+                f"debiased critic says yes for {self.critic_yes_good:.0%} of good items and "
                 f"{self.critic_yes_bad:.0%} of bad ones")
 
 
@@ -224,23 +225,27 @@ def self_check(path: Path, instrs: list[str], pairs: list[tc.Pair], seed: int,
     says_a: dict[bool, list[bool]] = {True: [], False: []}
     for i in range(2 * n):
         good = i % 2 == 0
-        if i % 4 < 2:  # instruction critic: two good and two garbled labelled shots
-            header = tc.T.instruction_critic_header
+        kind = "instruction" if i % 4 < 2 else "pair"
+        if kind == "instruction":  # two good and two garbled labelled shots
             labelled = [(tc.T.instruction_tag + (s if g else tc.garble(s, r)) + "\n", g)
                         for s, g in zip(r.sample(instrs, 4), (True, False, True, False))]
             instr = tc.make_pair(r)[0]
             body = tc.T.instruction_tag + (instr if good else tc.garble(instr, r)) + "\n"
-        else:  # pair critic
-            header = tc.T.pair_critic_header
+        else:
             labelled = [(tc.qa_body(a, b if g else tc.bad_response(a, b, r)), g)
                         for (a, b), g in zip(r.sample(pairs, 4), (True, False, True, False))]
             a, b = tc.make_pair(r)
             body = tc.qa_body(a, b if good else tc.bad_response(a, b, r))
         r.shuffle(labelled)
-        enc = tok(tc.critic_prompt(header, labelled, body), return_tensors="pt")
-        with torch.no_grad():
-            logits = model(**enc).logits[0, -1]
-        says_a[good].append(bool(logits[id_a] > logits[id_b]))
+        # Debiased, as the runner scores: p(yes) with yes = A and with yes = B, averaged.
+        p_yes = 0.0
+        for t in (tc.T, tc.T.swapped()):
+            enc = tok(tc.critic_prompt(t.critic_header(kind), labelled, body, t),
+                      return_tensors="pt")
+            with torch.no_grad():
+                pair = model(**enc).logits[0, -1][[id_a, id_b]].softmax(-1).tolist()
+            p_yes += (pair[0] if t is tc.T else pair[1]) / 2
+        says_a[good].append(p_yes > 0.5)
     return Report(rate(ok_s), rate(ok_g), rate(novel or [False]), rate(ok_r),
                   rate(says_a[True]), rate(says_a[False]), samples)
 
@@ -254,8 +259,9 @@ exists so tests and demos of `runner` can run the Stage-1 LLM phases on CPU in s
 It was trained from scratch for {steps} steps on a procedurally generated corpus
 (`scripts/tiny_corpus.py`, no downloaded data) written in exactly the completion format of
 `runner/llm/text/templates.py`: instruction lists, instruction/response pairs closed by `### End`,
-and critic examples labelled ` A` (good) / ` B` (garbled or mismatched); ` A` and ` B` are single
-tokens. It knows nothing else: its outputs are only meaningful for that format.
+and critic examples labelled yes (good) / no (garbled or mismatched), half of them with yes =
+` A` and half with yes = ` B`, as the header says; ` A` and ` B` are single tokens. It knows
+nothing else: its outputs are only meaningful for that format.
 
 Rebuild (deterministic; about 4 minutes on 2 idle CPU cores, 8 when others share them):
 
@@ -275,7 +281,32 @@ def write_fewshot(out: Path) -> tuple[list[str], list[tc.Pair]]:
         f.writelines(json.dumps({"instruction": i}) + "\n" for i in instrs)
     with (folder / "pairs.jsonl").open("w") as f:
         f.writelines(json.dumps({"instruction": i, "response": r}) + "\n" for i, r in pairs)
+    write_critic_fewshot(folder)
     return instrs, pairs
+
+
+def write_critic_fewshot(folder: Path, n: int = 16) -> None:
+    """Balanced labelled critic examples: `n` accepted and `n` rejected of each kind, drawn
+    apart from the generation few-shot sets. The critic shows some as few-shot examples and
+    holds the accepted ones it does not show out as the planted good items of its probe set."""
+    r = random.Random(CRITIC_FEWSHOT_SEED)
+    instrs, pairs = tc.fewshot_sets(2 * n, CRITIC_FEWSHOT_SEED)
+    rows = []
+    for k, text in enumerate(instrs):
+        good = k % 2 == 0
+        bad = tc.garble(text, r)
+        while len(bad.split()) < 2:  # a one-word junk line says too little as an example
+            bad = tc.garble(text, r)
+        rows.append({"instruction": text if good else bad, "accept": good})
+    with (folder / "instruction_critic.jsonl").open("w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    rows = []
+    for k, (ins, resp) in enumerate(pairs):
+        good = k % 2 == 0
+        rows.append({"instruction": ins, "response": resp if good else tc.bad_response(ins, resp, r),
+                     "accept": good})
+    with (folder / "pair_critic.jsonl").open("w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def main(argv: list[str] | None = None) -> int:

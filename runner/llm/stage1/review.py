@@ -44,17 +44,22 @@ def _p_a_png(path: Path, critics: dict[str, list[dict[str, Any]]]) -> None:
     fig = Figure(figsize=(6, 3.2))
     ax = fig.add_subplot()
     for (role, recs), colour in zip(critics.items(), ("#4477aa", "#ee7733")):
-        ax.hist([r["p_a"] for r in recs], bins=20, range=(0, 1), alpha=0.6, color=colour,
+        ax.hist([_p_yes(r) for r in recs], bins=20, range=(0, 1), alpha=0.6, color=colour,
                 label=f"{role} (n={len(recs)})")
         thresholds = {r.get("provenance", {}).get("params", {}).get("confidence_threshold")
                       for r in recs} - {None}
         for th in thresholds:
             ax.axvline(th, color=colour, linestyle="--")
-    ax.set_xlabel("critic p(A), renormalised over {A, B}")
+    ax.set_xlabel("critic p(yes): both label orders averaged (debiased)")
     ax.set_ylabel("records")
-    ax.set_title("Critic p(A) (dashed: confidence threshold)")
+    ax.set_title("Critic p(yes) (dashed: confidence threshold)")
     ax.legend()
     _save(fig, path)
+
+
+def _p_yes(rec: dict[str, Any]) -> float:
+    # Records written before debiasing existed carry only p_a.
+    return float(rec.get("p_yes", rec["p_a"]))
 
 
 def _fmt(v: float | None) -> str:
@@ -79,7 +84,9 @@ def _sample_block(rec: dict[str, Any]) -> list[str]:
     if len(body) > _SNIPPET:
         body = body[:_SNIPPET] + " …"
     fence = _fence(body)
-    head = f"- `{rec.get('id')}` p(A) = {rec['p_a']:.3f}, margin = {rec['margin']:.2f}"
+    swapped = rec.get("p_a_swapped")
+    raw = f"p(A) = {rec['p_a']:.3f}" + ("" if swapped is None else f" / {swapped:.3f} swapped")
+    head = f"- `{rec.get('id')}` p(yes) = {_p_yes(rec):.3f} (raw {raw}), margin = {rec['margin']:.2f}"
     return [head, "", f"{fence}text", body, fence, ""]
 
 

@@ -42,7 +42,7 @@ def test_instruction_critic_prompt_ends_on_answer_tag():
 def test_pair_critic_prompt_shows_response():
     """The pair critic prompt holds the instruction and the response before the answer."""
     text = pair_critic_prompt([], "Dance.", "Step.")
-    assert text == T.pair_critic_header + "### Instruction:\nDance.\n### Response:\nStep.\n### Answer:"
+    assert text == T.critic_header("pair") + "### Instruction:\nDance.\n### Response:\nStep.\n### Answer:"
 
 
 def test_pick_shots_depends_only_on_seed_and_row():
@@ -90,5 +90,5 @@ def test_prompts_match_the_fixture_corpus():
     ours = (response_prompt([("Sing.", "La la.")], "Dance."),
             pair_critic_prompt([("Sing.", "La la.", True)], "x", "y"))
     theirs = (corpus.response_prompt([("Sing.", "La la.")], "Dance."),
-              corpus.critic_prompt(T.pair_critic_header, [(pair, True)], corpus.qa_body("x", "y")))
+              corpus.critic_prompt(T.critic_header("pair"), [(pair, True)], corpus.qa_body("x", "y")))
     assert ours == theirs
