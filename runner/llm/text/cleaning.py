@@ -25,7 +25,11 @@ With no stop string in `raw`, the kept text is all of `raw`, stripped.
      `Answer: 42` is clean; a marker line *after* it starts a new example;
    - a chat-template or special-token string anywhere in the kept text: the templates'
      `chat_markers` (`<|im_start|>`, `[INST]`, `<|eot_id|>`, `</s>`, ...) and the model's own
-     special tokens (passed in by the generation phases).
+     special tokens (passed in by the generation phases);
+   - for a *response*: a paragraph after a blank line whose last line ends in `?` (the
+     model asks a new question: a new example or turn);
+   - for an *instruction*: a line after the first that opens (after decoration) with one of
+     the templates' `answer_openers` (`The answer is`, ...): the task answered itself.
 2. `token_limit` - generation stopped at `max_new_tokens` (`stopped_by == "max_new_tokens"`)
    and `raw` holds no stop string: the output never ended. (A runaway that also hit the limit
    counts as runaway: running on is why it got that long.)
@@ -153,7 +157,27 @@ def _is_runaway(text: str, t: Templates, kind: str, special_tokens: Iterable[str
         return True
     if drift_marker(text, t, special_tokens) is not None:
         return True
-    return kind == "instruction" and bool(_BLANK_LINE.search(text))
+    if kind == "instruction":
+        return bool(_BLANK_LINE.search(text)) or _answers_itself(text, t)
+    return _asks_a_new_question(text)
+
+
+def _asks_a_new_question(text: str) -> bool:
+    """A paragraph after the first whose last line is a question."""
+    for para in _BLANK_LINE.split(text)[1:]:
+        lines = [line.strip() for line in para.strip().splitlines() if line.strip()]
+        if lines and lines[-1].endswith("?"):
+            return True
+    return False
+
+
+def _answers_itself(text: str, t: Templates) -> bool:
+    """An instruction line after the first that opens like an answer (`The answer is`)."""
+    openers = [re.escape(o.strip()) for o in t.answer_openers if o.strip()]
+    if not openers:
+        return False
+    pattern = re.compile(rf"^[ \t]*(?:{t.decorations})[ \t]*(?:{'|'.join(openers)})\b", re.IGNORECASE)
+    return any(pattern.match(line) for line in text.splitlines()[1:])
 
 
 def _has_leakage(text: str, t: Templates) -> bool:

@@ -68,6 +68,12 @@ class Templates(BaseModel):
     # Regex of the decoration allowed before a role word: markdown headings, bold/italic,
     # list markers, numbering, brackets, blockquotes (and combinations of them).
     decorations: str = r"(?:#{1,6}[ \t]*|>[ \t]*|[-*+][ \t]+|\d{1,3}[.)][ \t]+|\*{1,2}|_{1,2}|\[)*"
+    # Openings of a line that answers a task: inside an *instruction*, after its first line,
+    # the model has answered its own task (matched case-insensitively after decoration).
+    answer_openers: tuple[str, ...] = (
+        "The answer is", "The correct answer is", "The right answer is", "Answer is",
+        "The solution is",
+    )
     # Chat-template and special-token strings: in a continuation they start a new turn.
     chat_markers: tuple[str, ...] = (
         "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|start_header_id|>",

@@ -80,3 +80,25 @@ def test_spec_can_override_chat_markers():
 def test_template_tag_names_always_count():
     """The template's own bare tag names mark drift even when role_words is emptied."""
     assert drift_marker("ok\nResponse: x", Templates(role_words=())) == "Response: x"
+
+
+def test_response_asking_a_new_question_is_runaway():
+    """A later paragraph that ends in a question starts a new example."""
+    text = "It is blue.\n\n*Also answer this question\n    What is 9 x 6?"
+    assert classify(text, "eos", T, "response").cls == "runaway"
+
+
+def test_question_in_the_first_paragraph_is_clean():
+    """A rhetorical question inside the answer's own paragraph is content."""
+    assert classify("Why is it blue? Light scatters.", "eos", T, "response").cls == "clean"
+
+
+def test_instruction_that_answers_itself_is_runaway():
+    """An instruction followed by `The answer is ...` on a later line ran on into its answer."""
+    text = "How many calories can you burn in one hour?\nThe answer is 2015."
+    assert classify(text, "eos", T, "instruction").cls == "runaway"
+
+
+def test_response_may_say_the_answer_is():
+    """In a response, `The answer is` on a later line is the answer itself: clean."""
+    assert classify("Six times seven.\nThe answer is 42.", "eos", T, "response").cls == "clean"
