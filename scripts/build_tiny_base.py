@@ -162,7 +162,7 @@ class Report:
     instr_greedy: float
     instr_novel: float  # parsed sampled instructions that are not a copy of a prompt's shot
     resp_parseable: float  # sampled responses that end in "\n### End"
-    critic_yes_good: float  # debiased p(yes) > 0.5 on good instructions / matching pairs
+    critic_yes_good: float  # p(" A") > p(" B") on good instructions / matching pairs
     critic_yes_bad: float  # ... on garbled instructions / mismatched pairs (lower is better)
     samples: list[str]
 
@@ -170,7 +170,7 @@ class Report:
         return (f"instructions parseable {self.instr_parseable:.0%} sampled "
                 f"({self.instr_novel:.0%} of them new), {self.instr_greedy:.0%} greedy; "
                 f"responses parseable {self.resp_parseable:.0%}; "
-                f"debiased critic says yes for {self.critic_yes_good:.0%} of good items and "
+                f"critic says A for {self.critic_yes_good:.0%} of good items and "
                 f"{self.critic_yes_bad:.0%} of bad ones")
 
 
@@ -225,27 +225,23 @@ def self_check(path: Path, instrs: list[str], pairs: list[tc.Pair], seed: int,
     says_a: dict[bool, list[bool]] = {True: [], False: []}
     for i in range(2 * n):
         good = i % 2 == 0
-        kind = "instruction" if i % 4 < 2 else "pair"
-        if kind == "instruction":  # two good and two garbled labelled shots
+        if i % 4 < 2:  # instruction critic: two good and two garbled labelled shots
+            header = tc.T.critic_header("instruction")
             labelled = [(tc.T.instruction_tag + (s if g else tc.garble(s, r)) + "\n", g)
                         for s, g in zip(r.sample(instrs, 4), (True, False, True, False))]
             instr = tc.make_pair(r)[0]
             body = tc.T.instruction_tag + (instr if good else tc.garble(instr, r)) + "\n"
-        else:
+        else:  # pair critic
+            header = tc.T.critic_header("pair")
             labelled = [(tc.qa_body(a, b if g else tc.bad_response(a, b, r)), g)
                         for (a, b), g in zip(r.sample(pairs, 4), (True, False, True, False))]
             a, b = tc.make_pair(r)
             body = tc.qa_body(a, b if good else tc.bad_response(a, b, r))
         r.shuffle(labelled)
-        # Debiased, as the runner scores: p(yes) with yes = A and with yes = B, averaged.
-        p_yes = 0.0
-        for t in (tc.T, tc.T.swapped()):
-            enc = tok(tc.critic_prompt(t.critic_header(kind), labelled, body, t),
-                      return_tensors="pt")
-            with torch.no_grad():
-                pair = model(**enc).logits[0, -1][[id_a, id_b]].softmax(-1).tolist()
-            p_yes += (pair[0] if t is tc.T else pair[1]) / 2
-        says_a[good].append(p_yes > 0.5)
+        enc = tok(tc.critic_prompt(header, labelled, body), return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**enc).logits[0, -1]
+        says_a[good].append(bool(logits[id_a] > logits[id_b]))
     return Report(rate(ok_s), rate(ok_g), rate(novel or [False]), rate(ok_r),
                   rate(says_a[True]), rate(says_a[False]), samples)
 
@@ -259,9 +255,8 @@ exists so tests and demos of `runner` can run the Stage-1 LLM phases on CPU in s
 It was trained from scratch for {steps} steps on a procedurally generated corpus
 (`scripts/tiny_corpus.py`, no downloaded data) written in exactly the completion format of
 `runner/llm/text/templates.py`: instruction lists, instruction/response pairs closed by `### End`,
-and critic examples labelled yes (good) / no (garbled or mismatched), half of them with yes =
-` A` and half with yes = ` B`, as the header says; ` A` and ` B` are single tokens. It knows
-nothing else: its outputs are only meaningful for that format.
+and critic examples labelled ` A` (good) / ` B` (garbled or mismatched); ` A` and ` B` are single
+tokens. It knows nothing else: its outputs are only meaningful for that format.
 
 Rebuild (deterministic; about 4 minutes on 2 idle CPU cores, 8 when others share them):
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 from runner.llm.text.templates import DEFAULT_TEMPLATES as T
-from runner.llm.text.templates import Templates
 
 __all__ = [
     "Pair",
@@ -25,7 +24,6 @@ __all__ = [
     "fewshot_sets",
     "garble",
     "instruction_prompt",
-    "label_order",
     "make_corpus",
     "make_pair",
     "qa_body",
@@ -240,10 +238,9 @@ def pair_block(instr: str, resp: str) -> str:
     return qa_body(instr, resp) + T.end_tag + T.example_separator
 
 
-def critic_block(body: str, good: bool, t: Templates = T) -> str:
-    """`body` is `T.instruction_tag + text + "\n"` or a `qa_body`; the label follows the tag.
-    `t` says which label means yes (`T`, or `T.swapped()`: yes = B)."""
-    return body + t.answer_tag + (t.label_yes if good else t.label_no) + t.example_separator
+def critic_block(body: str, good: bool) -> str:
+    """`body` is `T.instruction_tag + text + "\n"` or a `qa_body`; the label follows the tag."""
+    return body + T.answer_tag + (T.label_yes if good else T.label_no) + T.example_separator
 
 
 def instruction_prompt(shots: list[str]) -> str:
@@ -255,15 +252,8 @@ def response_prompt(shots: list[Pair], instr: str) -> str:
     return T.response_header + blocks + T.instruction_tag + instr + "\n" + T.response_tag
 
 
-def critic_prompt(header: str, shots: list[tuple[str, bool]], body: str, t: Templates = T) -> str:
-    """`header` as rendered by `t.critic_header(kind)`; labels as `t` assigns them."""
-    return header + "".join(critic_block(b, g, t) for b, g in shots) + body + t.answer_tag
-
-
-def label_order(r: random.Random) -> Templates:
-    """Either label assignment, half the time each: the header names which label means yes,
-    so the model learns to read it (the runner's debiased critic asks both ways)."""
-    return T if r.random() < 0.5 else T.swapped()
+def critic_prompt(header: str, shots: list[tuple[str, bool]], body: str) -> str:
+    return header + "".join(critic_block(b, g) for b, g in shots) + body + T.answer_tag
 
 
 def bad_response(instr: str, resp: str, r: random.Random) -> str:
@@ -285,23 +275,21 @@ def response_doc(r: random.Random) -> str:
 
 
 def instruction_critic_doc(r: random.Random) -> str:
-    t = label_order(r)
-    parts = [t.critic_header("instruction")]
+    parts = [T.critic_header("instruction")]
     for _ in range(r.randint(4, 9)):
         instr, good = make_pair(r)[0], r.random() < 0.5
         text = instr if good else garble(instr, r)
-        parts.append(critic_block(T.instruction_tag + text + "\n", good, t))
+        parts.append(critic_block(T.instruction_tag + text + "\n", good))
     return "".join(parts)
 
 
 def pair_critic_doc(r: random.Random) -> str:
-    t = label_order(r)
-    parts = [t.critic_header("pair")]
+    parts = [T.critic_header("pair")]
     for _ in range(r.randint(3, 6)):
         instr, resp = make_pair(r)
         good = r.random() < 0.5
         parts.append(critic_block(qa_body(instr, resp if good else bad_response(instr, resp, r)),
-                                  good, t))
+                                  good))
     return "".join(parts)
 
 

@@ -47,8 +47,12 @@ class Judgement:
 
 
 def label_bias(judgements: Sequence[Judgement]) -> float | None:
-    """Mean raw p(first label) - 0.5 over both orders of every item; None with no items."""
-    raw = [p for j in judgements for p in j.raw()]
+    """Mean raw p(first label) - 0.5 over both orders of every item scored both ways.
+
+    None when no item was scored both ways: from one order alone a preference for the first
+    label cannot be told from items that deserve it.
+    """
+    raw = [p for j in judgements if j.p_ba is not None for p in j.raw()]
     return sum(raw) / len(raw) - 0.5 if raw else None
 
 

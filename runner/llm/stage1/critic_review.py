@@ -51,7 +51,8 @@ def critic_figures(ctx: Any, roles: dict[str, str],
             continue
         recs = by_role[role]
         report = _probe_report(ctx, roles[role]) or {}
-        raw = [r[k] for r in recs for k in ("p_a", "p_a_swapped") if r.get(k) is not None]
+        both = [r for r in recs if r.get("p_a_swapped") is not None]  # bias needs both orders
+        raw = [r[k] for r in both for k in ("p_a", "p_a_swapped")]
         out.append({
             "role": role, "phase": roles[role], "scored": len(recs),
             "acceptance": sum(r.get("verdict") == "accept" for r in recs) / len(recs),
@@ -89,10 +90,11 @@ def _words(c: dict[str, Any]) -> list[str]:
     bias = c["label_bias"]
     if bias is not None and abs(bias) >= STRONG_BIAS:
         which = "first" if bias > 0 else "second"
-        fix = ("the debiased p_yes cancels it" if c["debiased"]
-               else "debiasing is OFF (with.debias: false), so its verdicts carry that preference")
         lines.append(f"  It prefers the {which} label whatever it reads (label_bias "
-                     f"{bias:+.3f}): its raw p(A) is mostly that preference; {fix}.")
+                     f"{bias:+.3f}): its raw p(A) is mostly that preference, which the "
+                     "debiased p_yes cancels.")
+    elif not c["debiased"]:
+        lines.append("  Debiasing is off (`debias: false`): its label bias is not measured.")
     return lines
 
 
@@ -111,7 +113,8 @@ def headline_md(critics: list[dict[str, Any]]) -> str:
     lines.append("")
     for c in critics:
         lines += _words(c)
-    lines += ["", "probe_auc: how often the critic's debiased p(yes) ranks a planted good item "
+    lines += ["", "probe_auc: how often the critic's p(yes) (debiased, unless `debias: false`) "
+              "ranks a planted good item "
               "(held-out gold example) above a planted bad one (made from this run's items: "
               "mismatched or cut responses, shuffled or cut instructions); 0.5 is chance.", ""]
     return "\n".join(lines)

@@ -33,9 +33,14 @@ def test_always_a_critic_is_half_for_everything():
 
 
 def test_label_bias_is_mean_raw_first_label_minus_half():
-    """label_bias averages every raw p(first label) of both orders, minus 0.5."""
-    assert label_bias([Judgement(0.9, 0.9), Judgement(0.8, None)]) == pytest.approx(
-        (0.9 + 0.9 + 0.8) / 3 - 0.5)
+    """label_bias averages every raw p(first label) of items scored both ways, minus 0.5."""
+    assert label_bias([Judgement(0.9, 0.7), Judgement(0.8, None)]) == pytest.approx(
+        (0.9 + 0.7) / 2 - 0.5)
+
+
+def test_label_bias_needs_both_orders():
+    """From one order alone, bias cannot be told from good items: no figure."""
+    assert label_bias([Judgement(0.99, None)]) is None
 
 
 def test_label_bias_of_nothing_is_none():

@@ -120,3 +120,9 @@ def test_debias_must_be_a_boolean(local_run, fresh_loader):
 
     with pytest.raises(PhaseError, match=r"with\.debias must be true or false"):
         _run(local_run, {"debias": "yes"})
+
+
+def test_debias_off_reports_no_label_bias(local_run, fresh_loader):
+    """One order alone cannot tell bias from good items: label_bias is left out."""
+    metrics, _ = _run(local_run, {"debias": False})
+    assert "label_bias" not in metrics
