@@ -64,6 +64,7 @@ LR = 3e-3
 WARMUP = 40
 SPECIALS = ["<s>", "</s>", "<unk>", "<pad>"]  # ids 0..3, in this order
 FEWSHOT_SEED = 777  # not SEED: the few-shot files are not copies of training documents
+CRITIC_FEWSHOT_SEED = 778
 
 
 def build_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
@@ -225,13 +226,13 @@ def self_check(path: Path, instrs: list[str], pairs: list[tc.Pair], seed: int,
     for i in range(2 * n):
         good = i % 2 == 0
         if i % 4 < 2:  # instruction critic: two good and two garbled labelled shots
-            header = tc.T.instruction_critic_header
+            header = tc.T.critic_header("instruction")
             labelled = [(tc.T.instruction_tag + (s if g else tc.garble(s, r)) + "\n", g)
                         for s, g in zip(r.sample(instrs, 4), (True, False, True, False))]
             instr = tc.make_pair(r)[0]
             body = tc.T.instruction_tag + (instr if good else tc.garble(instr, r)) + "\n"
         else:  # pair critic
-            header = tc.T.pair_critic_header
+            header = tc.T.critic_header("pair")
             labelled = [(tc.qa_body(a, b if g else tc.bad_response(a, b, r)), g)
                         for (a, b), g in zip(r.sample(pairs, 4), (True, False, True, False))]
             a, b = tc.make_pair(r)
@@ -275,7 +276,32 @@ def write_fewshot(out: Path) -> tuple[list[str], list[tc.Pair]]:
         f.writelines(json.dumps({"instruction": i}) + "\n" for i in instrs)
     with (folder / "pairs.jsonl").open("w") as f:
         f.writelines(json.dumps({"instruction": i, "response": r}) + "\n" for i, r in pairs)
+    write_critic_fewshot(folder)
     return instrs, pairs
+
+
+def write_critic_fewshot(folder: Path, n: int = 16) -> None:
+    """Balanced labelled critic examples: `n` accepted and `n` rejected of each kind, drawn
+    apart from the generation few-shot sets. The critic shows some as few-shot examples and
+    holds the accepted ones it does not show out as the planted good items of its probe set."""
+    r = random.Random(CRITIC_FEWSHOT_SEED)
+    instrs, pairs = tc.fewshot_sets(2 * n, CRITIC_FEWSHOT_SEED)
+    rows = []
+    for k, text in enumerate(instrs):
+        good = k % 2 == 0
+        bad = tc.garble(text, r)
+        while len(bad.split()) < 2:  # a one-word junk line says too little as an example
+            bad = tc.garble(text, r)
+        rows.append({"instruction": text if good else bad, "accept": good})
+    with (folder / "instruction_critic.jsonl").open("w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    rows = []
+    for k, (ins, resp) in enumerate(pairs):
+        good = k % 2 == 0
+        rows.append({"instruction": ins, "response": resp if good else tc.bad_response(ins, resp, r),
+                     "accept": good})
+    with (folder / "pair_critic.jsonl").open("w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def main(argv: list[str] | None = None) -> int:

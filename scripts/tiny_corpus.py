@@ -275,7 +275,7 @@ def response_doc(r: random.Random) -> str:
 
 
 def instruction_critic_doc(r: random.Random) -> str:
-    parts = [T.instruction_critic_header]
+    parts = [T.critic_header("instruction")]
     for _ in range(r.randint(4, 9)):
         instr, good = make_pair(r)[0], r.random() < 0.5
         text = instr if good else garble(instr, r)
@@ -284,7 +284,7 @@ def instruction_critic_doc(r: random.Random) -> str:
 
 
 def pair_critic_doc(r: random.Random) -> str:
-    parts = [T.pair_critic_header]
+    parts = [T.critic_header("pair")]
     for _ in range(r.randint(3, 6)):
         instr, resp = make_pair(r)
         good = r.random() < 0.5

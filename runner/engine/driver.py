@@ -256,11 +256,13 @@ class RunEngine:
         index = next(i for i, s in enumerate(self.plan.steps) if s.name == gate)
         earlier = [s.name for s in reversed(self.plan.steps[:index]) if not isinstance(s, GateStep)]
         earlier = [n for n in earlier if self.st.latest_instance(n) is not None]
-        review_md, assets = None, None
+        review_md, headline_md, assets = None, None, None
         if earlier:  # review material comes from the phase right before the gate
             assets = self._instance_dir(earlier[0])
             review = assets / "review.md"
             review_md = review.read_text(encoding="utf-8") if review.exists() else None
+            headline = assets / "headline.md"
+            headline_md = headline.read_text(encoding="utf-8") if headline.exists() else None
         # Samples come from the nearest phase that wrote records (a QC phase writes none).
         before, samples = (earlier[0] if earlier else None), []
         for name in earlier:
@@ -270,7 +272,7 @@ class RunEngine:
                 break
         may_set = list(spec_gate.may_set) if spec_gate.may_set is not None else None
         packet = build_packet(self.st, gate, outcomes, self._previous_params(), before, samples, review_md,
-                              may_set)
+                              may_set=may_set, headline_md=headline_md)
         write_packet(self.folder.gate_dir(gate, self.st.iteration), packet, assets,
                      self.folder.state_dir.resolve())
         failing = [c.expr for c in outcomes if not c.passed]

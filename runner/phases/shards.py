@@ -37,7 +37,8 @@ from runner.store.batches import BatchStore
 __all__ = ["NON_ADDITIVE", "aggregate_metrics", "execute_shards", "run_shard", "shard_dir", "shard_job", "visible_gpus"]
 
 # Metrics whose shard values must not be summed (rates, medians, losses, speeds).
-NON_ADDITIVE = ("_rate", "acceptance", "median", "mean", "_p", "loss", "per_s", "significant")
+NON_ADDITIVE = ("_rate", "acceptance", "median", "mean", "_p", "loss", "per_s", "significant",
+                "probe_", "label_bias")
 
 
 def shard_dir(instance_dir: Path, index: int) -> Path:
@@ -226,12 +227,20 @@ def _probe(path: str) -> bool:
 
 
 def aggregate_metrics(dones: list[dict[str, Any]]) -> dict[str, float]:
-    """Sum of the shards' additive metrics, plus `shards` and `records`."""
+    """Sum of the shards' additive metrics, plus `shards` and `records`.
+
+    A non-additive metric is dropped, except a critic's probe figures (`probe_*`), which only
+    shard 0 computes, once for the phase: those are kept as that shard reported them.
+    """
     total: dict[str, float] = {"shards": len(dones), "records": sum(d["records"] for d in dones)}
+    single: dict[str, list[float]] = {}
     for d in dones:
         for key, value in d["metrics"].items():
             if not any(tag in key for tag in NON_ADDITIVE):
                 total[key] = total.get(key, 0) + value
+            elif key.startswith("probe_"):
+                single.setdefault(key, []).append(value)
+    total.update({key: values[0] for key, values in single.items() if len(values) == 1})
     return total
 
 

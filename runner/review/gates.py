@@ -3,7 +3,8 @@
 The packet is what a reviewer, a person or an LLM agent, decides on: each check with its value
 and pass/fail; every metric of this iteration beside every earlier iteration's; the parameter
 diff against the previous iteration; sample records from the phase before the gate; and the
-review material (`review.md` plus what it links) that phase wrote, if any; the decisions so
+review material (`review.md` plus what it links) that phase wrote, if any, and its
+`headline.md` first of all (what the reviewer must read before the numbers); the decisions so
 far and what an ITERATE may change. `packet_sha256` hashes the packet's JSON without that
 field, so `decide --packet` can pin what was reviewed. Beside `packet.json` and `packet.md`,
 `packet.html` shows the same packet as one self-contained page (`html_page`).
@@ -80,8 +81,11 @@ def build_packet(
     samples: list[dict[str, Any]],
     review_md: str | None,
     may_set: list[str] | None = None,
+    headline_md: str | None = None,
 ) -> dict[str, Any]:
-    """The packet as a JSON-able dict, `packet_sha256` included; `may_set` None: everything."""
+    """The packet as a JSON-able dict, `packet_sha256` included; `may_set` None: everything;
+    `headline_md` (the phase's `headline.md`, e.g. the critics' figures in words) is what the
+    packet opens with."""
     packet: dict[str, Any] = {
         "run_id": state.run_id,
         "gate": gate,
@@ -96,6 +100,8 @@ def build_packet(
         "decisions": [d.model_dump(mode="json") for d in state.decisions],
         "may_set": sorted(may_set) if may_set is not None else None,
     }
+    if headline_md:
+        packet["headline"] = headline_md
     packet["packet_sha256"] = hashlib.sha256(canonical_json(packet)).hexdigest()
     return packet
 
@@ -112,7 +118,10 @@ def render_markdown(packet: dict[str, Any]) -> str:
     """The packet for a person: checks, metrics by iteration, parameter diff, samples."""
     lines = [f"# Gate `{packet['gate']}`, iteration {packet['iteration']} (run `{packet['run_id']}`)", ""]
     verdict = "all checks pass" if packet["all_passed"] else "some checks FAIL"
-    lines += [f"**{verdict}** · packet_sha256 `{packet['packet_sha256']}`", "", "## Checks", ""]
+    lines += [f"**{verdict}** · packet_sha256 `{packet['packet_sha256']}`", ""]
+    if packet.get("headline"):
+        lines += [packet["headline"].strip(), ""]
+    lines += ["## Checks", ""]
     lines += ["| check | value | result |", "|---|---|---|"]
     for c in packet["checks"]:
         lines.append(f"| `{c['expr']}` | {_fmt(c['value'])} | {'pass' if c['passed'] else 'FAIL'} |")

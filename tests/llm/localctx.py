@@ -57,6 +57,14 @@ class LocalContext:
     def input(self, name: str) -> list[dict[str, Any]]:
         return self.run.records(name, self.iteration)
 
+    def input_dir(self, name: str) -> Path:
+        """The folder of the latest instance of `name` up to this iteration."""
+        for n in range(self.iteration, 0, -1):
+            folder = self.run.root / "phases" / f"{name}.i{n}"
+            if folder.is_dir():
+                return folder
+        raise KeyError(name)
+
     def records(self) -> list[dict[str, Any]]:
         """This instance's committed records so far (resumed batches included)."""
         files = sorted((self.output_dir / "batches").glob("*.jsonl"))

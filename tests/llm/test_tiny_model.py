@@ -86,7 +86,7 @@ def test_base_critic_prefers_a_for_good_instruction(
     """The instruction critic scores ` A` above ` B` for a clear instruction."""
     shots = _fewshot_instructions()
     sep = T.example_separator
-    prompt = (T.instruction_critic_header
+    prompt = (T.critic_header("instruction")
               + T.instruction_tag + shots[0] + "\n" + T.answer_tag + T.label_yes + sep
               + T.instruction_tag + "the the the\n" + T.answer_tag + T.label_no + sep
               + T.instruction_tag + shots[1] + "\n" + T.answer_tag)

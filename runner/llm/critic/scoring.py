@@ -56,6 +56,7 @@ __all__ = [
     "forward_calls",
     "label_token_ids",
     "score_cached",
+    "score_cached_flags",
     "score_prompts",
 ]
 
@@ -256,6 +257,19 @@ def score_cached(
     `get_model` is called only when a score is missing, so a fully cached batch loads no
     model and runs no forward pass. Returns the scores and the number of cache hits.
     """
+    scores, hit = score_cached_flags(cache, keys, token_ids, labels, get_model, log)
+    return scores, sum(hit)
+
+
+def score_cached_flags(
+    cache: ScoreCache,
+    keys: list[str],
+    token_ids: list[list[int]],
+    labels: tuple[int, int],
+    get_model: Callable[[], LoadedModel],
+    log: Any = None,
+) -> tuple[list[Score], list[bool]]:
+    """`score_cached`, returning for each prompt whether its score came from the cache."""
     found = [cache.get(k) for k in keys]
     missing = [i for i, s in enumerate(found) if s is None]
     if missing:
@@ -264,4 +278,5 @@ def score_cached(
             for i, score in zip(missing, fresh):
                 cache.put(keys[i], score)
                 found[i] = score
-    return [s for s in found if s is not None], len(keys) - len(missing)
+    missed = set(missing)
+    return [s for s in found if s is not None], [i not in missed for i in range(len(keys))]

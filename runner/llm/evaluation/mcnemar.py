@@ -8,6 +8,11 @@ two-sided exact p-value is
 
     p = min(1, 2 * P[X <= min(b, c)]),   X ~ Binomial(b + c, 1/2);   p = 1 when b + c == 0.
 
+The *directional* verdict (`mcnemar_one_sided`) asks whether the tuned model is better:
+P[X >= c] for X ~ Binomial(b + c, 1/2), where c counts the items only the tuned model passes;
+the same with b and c exchanged asks whether it is worse. A two-sided "significant" only says
+the two models differ, which a model made worse by tuning also satisfies.
+
 For p = 1/2 the binomial is symmetric, so this equals the "sum of outcomes no more likely than
 the observed one" rule of `scipy.stats.binomtest` (a test cross-checks it; scipy is not a
 runtime dependency). The tail is computed in exact integer arithmetic: sum of C(n, i) for
@@ -22,7 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["McNemar", "binomial_half_cdf", "discordant", "mcnemar_exact", "mcnemar_test"]
+__all__ = ["McNemar", "binomial_half_cdf", "discordant", "mcnemar_exact", "mcnemar_one_sided",
+           "mcnemar_test"]
 
 
 def _tail_count(k: int, n: int) -> int:
@@ -58,6 +64,20 @@ def mcnemar_exact(b: int, c: int) -> float:
         return 1.0
     # 2 * tail / 2**n == tail / 2**(n - 1): one exact division, no rounding before it.
     return min(1.0, _tail_count(k, n) / (1 << (n - 1)))
+
+
+def mcnemar_one_sided(b: int, c: int) -> float:
+    """One-sided exact McNemar p-value that the tuned model is better: P[X >= c], X ~
+    Binomial(b + c, 1/2), where c counts the items only the tuned model passes (1.0 when
+    b + c == 0). Swap the arguments for the p-value that it is worse.
+
+    By the symmetry of Binomial(n, 1/2), P[X >= c] = P[X <= n - c] = P[X <= b], so this is
+    one exact lower tail, like the two-sided test.
+    """
+    for name, value in (("b", b), ("c", c)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return binomial_half_cdf(b, b + c) if b + c else 1.0
 
 
 def discordant(pairs: Iterable[tuple[bool, bool]]) -> tuple[int, int]:

@@ -7,7 +7,12 @@ shots drawn per item from `base_fewshot`), the tuned model from the bare SFT pro
 (`sft_format.sft_prompt`, the format the `sft` phase trained it on). Each answer is cut at its
 first stop string (`cleaning.cut`) and judged by the item's checker (`verifiable.py`). One
 record per item keeps both outputs and verdicts; the metrics are the pass rates and McNemar's
-exact test on the discordant pairs (`mcnemar.py`).
+exact test on the discordant pairs (`mcnemar.py`): two-sided (`mcnemar_p`, `significant`)
+and directional (`improvement` = SFT minus base pass rate, `p_improved` / `p_regressed`
+one-sided, `improved` = 1 only when the tuned model passes more items and `p_improved` <
+`alpha`, `regressed` likewise). `review.md` (per-checker pass rates of both models) and
+`headline.md` (the verdict in words, saying so plainly when the tuned model is worse) go into
+the release gate's packet (`verdict.py`).
 
 **Which weights.** The base model is the memoised `load_model` one that every built-in phase
 shares; it is never touched. The tuned model is a *fresh* load of the same files wrapped by
@@ -56,8 +61,9 @@ from runner.llm.builtin import (
     template_overrides,
 )
 from runner.llm.decoding.generation import SamplingParams, generate
-from runner.llm.evaluation.mcnemar import discordant, mcnemar_exact
+from runner.llm.evaluation.mcnemar import discordant, mcnemar_exact, mcnemar_one_sided
 from runner.llm.evaluation.options import DEFAULT_EVAL_SET, DEFAULT_FEWSHOT, EvaluateOptions, read_eval_set
+from runner.llm.evaluation.verdict import write_verdict
 from runner.llm.evaluation.verifiable import check
 from runner.llm.loading.loader import LoadedModel, load_model, model_fingerprint
 from runner.llm.text.cleaning import cut
@@ -187,12 +193,18 @@ def _metrics(records: list[dict[str, Any]], alpha: float) -> dict[str, float]:
     n = len(records)
     b, c = discordant((bool(r["base_pass"]), bool(r["sft_pass"])) for r in records)
     p_value = mcnemar_exact(b, c)
+    p_improved, p_regressed = mcnemar_one_sided(b, c), mcnemar_one_sided(c, b)
+    base_rate = sum(1 for r in records if r["base_pass"]) / n if n else 0.0
+    sft_rate = sum(1 for r in records if r["sft_pass"]) / n if n else 0.0
     return {
-        "items": n,
-        "base_pass_rate": sum(1 for r in records if r["base_pass"]) / n if n else 0.0,
-        "sft_pass_rate": sum(1 for r in records if r["sft_pass"]) / n if n else 0.0,
+        "items": n, "base_pass_rate": base_rate, "sft_pass_rate": sft_rate,
         "discordant_b": b, "discordant_c": c, "mcnemar_p": p_value,
         "significant": 1 if p_value < alpha else 0,
+        # Directional: `significant` is two-sided and holds for a model made worse too.
+        "improvement": sft_rate - base_rate, "p_improved": p_improved,
+        "p_regressed": p_regressed,
+        "improved": 1 if c > b and p_improved < alpha else 0,
+        "regressed": 1 if b > c and p_regressed < alpha else 0,
     }
 
 
@@ -260,6 +272,8 @@ def evaluate(ctx: Any) -> dict[str, float]:
         written += records
     bar.close()
     models.close()
-    metrics = _metrics(own_records(ctx, written), alpha)
+    records = own_records(ctx, written)
+    metrics = _metrics(records, alpha)
+    write_verdict(Path(ctx.output_dir), records, metrics, alpha)
     ctx.log.info("evaluated", phase=ctx.phase, **metrics)
     return metrics

@@ -91,6 +91,8 @@ class CriticFilterOptions(PhaseOptions):
     labels: list[str] = Field(default_factory=lambda: [" A", " B"], min_length=2, max_length=2)
     shots: int | None = Field(default=None, ge=0)  # default: 4 with a few-shot file, else 0
     batch_size: int = Field(default=16, ge=1)
+    debias: bool = True  # score both label orders and average the yes-probabilities
+    probes: int = Field(default=24, ge=0)  # planted bad items of each kind in the self-test
     templates: Templates | None = None
     fewshot: str | None = None  # after `kind`: which keys its examples need depends on it
 

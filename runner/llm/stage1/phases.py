@@ -32,18 +32,19 @@ from runner.llm.builtin import (
     usable_instructions,
 )
 from runner.llm.critic import scoring as critic_lib
+from runner.llm.critic.calibration import Judgement, label_bias
 from runner.llm.decoding.generation import Generation, SamplingParams, stream
 from runner.llm.decoding.step_runner import prebuild_kernels
-from runner.llm.loading.contamination import chat_denylist, check_token_ids
+from runner.llm.loading.contamination import chat_denylist
 from runner.llm.loading.loader import (
     LoadedModel,
-    encode_prompts,
     load_model,
     load_tokenizer,
     model_fingerprint,
     resolve_device,
     resolve_dtype,
 )
+from runner.llm.stage1.critic import PROBES_FILE, CriticJudge
 from runner.llm.stage1.options import (
     CriticFilterOptions,
     GenerateInstructionsOptions,
@@ -52,7 +53,7 @@ from runner.llm.stage1.options import (
 from runner.llm.stage1.qc import qc
 from runner.llm.text.cleaning import CLASSES, classify, parse_instruction
 from runner.llm.text.prompts import (
-    critic_prompt,
+    example_accepted,
     instruction_prompt,
     load_fewshot,
     pick_shots,
@@ -176,6 +177,15 @@ def _pool_sha256(pool: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(pool, sort_keys=True).encode()).hexdigest()
 
 
+def _specials(lm: LoadedModel) -> tuple[str, ...]:
+    """The model's own special-token strings: one in a continuation starts a new turn."""
+    tok = lm.tokenizer
+    found = set(getattr(tok, "all_special_tokens", []) or [])
+    decoder = getattr(tok, "added_tokens_decoder", {}) or {}
+    found.update(str(added) for added in decoder.values() if getattr(added, "special", False))
+    return tuple(sorted(x for x in found if x))
+
+
 def _output_fields(out: Generation, prompt: str) -> dict[str, Any]:
     return {"raw": out.text, "tokens": out.tokens, "hit_token_limit": out.hit_token_limit,
             "stopped_by": out.stopped_by,
@@ -210,10 +220,10 @@ def generate_instructions(ctx: Any) -> dict[str, float]:
                        for x in s.shown(batch)]
             yield batch, prompts, [f"i{item:06d}" for item in batch.items]
 
-    for batch, prompts, _, outs in s.stream(ctx, pending(), bar, batch_size):
+    for batch, prompts, lm, outs in s.stream(ctx, pending(), bar, batch_size):
         records = []
         for item, prompt, out in zip(batch.items, prompts, outs):
-            cleaned = classify(out.text, out.stopped_by, s.t, "instruction")
+            cleaned = classify(out.text, out.stopped_by, s.t, "instruction", _specials(lm))
             ins = parse_instruction(cleaned, s.t)
             records.append({
                 "id": f"i{item:06d}", "stage": "instructions", "instruction": ins,
@@ -257,7 +267,7 @@ def generate_responses(ctx: Any) -> dict[str, float]:
     for batch, prompts, lm, outs in s.stream(ctx, pending(), bar, batch_size):
         records = []
         for it, prompt, out in zip(batch.items, prompts, outs):
-            cleaned = classify(out.text, out.stopped_by, s.t, "response")
+            cleaned = classify(out.text, out.stopped_by, s.t, "response", _specials(lm))
             resp = cleaned.text or None
             n_resp = len(lm.tokenizer.encode(resp, add_special_tokens=False)) if resp else 0
             records.append({
@@ -287,13 +297,19 @@ def _critic_items(records: list[dict[str, Any]], kind: str) -> list[dict[str, An
 
 
 def critic_filter(ctx: Any) -> dict[str, float]:
-    """Score each source record with the A/B critic; keep all, accept p_a >= threshold."""
+    """Score each source record with the debiased A/B critic; keep all, accept p_yes >= threshold.
+
+    Then score the probe set (`probes.py`, never written as records) and report how well the
+    critic tells planted good from planted bad items; `probes.json` beside the records holds
+    the probe items' scores, and the reason when the set is too small for a figure.
+    """
     o = options_of(ctx, CriticFilterOptions)
     source = o.source or default_source(ctx, ("responses", "instructions"), ctx.phase)
     records = list(ctx.input(source))
     kind = o.kind or ("pair" if stage_of(records) == "responses" else "instruction")
     threshold = o.confidence_threshold
     labels = list(o.labels)
+    debias, probe_limit = o.debias, o.probes
     t = templates_from(template_overrides(o.templates), ctx.phase, labels=labels)
     spec = model_spec(ctx)
     tok = load_tokenizer(spec, ctx.phase)  # a tokenizer, not the model
@@ -309,34 +325,28 @@ def critic_filter(ctx: Any) -> dict[str, float]:
     dtype = resolve_dtype(spec.get("dtype"), device, ctx.phase)
     model_key = f"{fp.model_hash}:{dtype}:{device.type}"  # scores differ by dtype and device
     cache = critic_lib.ScoreCache.for_phase(ctx.cache_dir, ctx.phase, getattr(ctx, "shard", None))
-    denylist, model = chat_denylist(tok), _Model(ctx, spec)
+    judge = CriticJudge(
+        ctx.phase, kind, t, labels, label_ids, pool, [example_accepted(e, t) for e in pool],
+        shots, debias, tok, chat_denylist(tok), cache, model_key, _Model(ctx, spec).get, ctx.log)
     settings = {"source": source, "kind": kind, "confidence_threshold": threshold,
-                "labels": labels, "shots": shots, "fewshot": fewshot,
-                "fewshot_sha256": _pool_sha256(pool), "batch_size": batch_size}
+                "labels": labels, "shots": shots, "fewshot": fewshot, "debias": debias,
+                "probes": probe_limit, "fewshot_sha256": _pool_sha256(pool),
+                "batch_size": batch_size}
     items = _critic_items(records, kind)
     written: list[dict[str, Any]] = []
     hits = 0
     share = _share(ctx, items)
     bar = progress(ctx, len(share), f"{ctx.phase}: score", done=len(own_records(ctx, [])))
     for batch in ctx.batches(share, batch_size):
-        prompts = [
-            critic_prompt(kind, pick_shots(pool, shots, batch.seed, row), it, t)
-            for row, it in enumerate(batch.items)
-        ]
-        token_ids = encode_prompts(tok, prompts)
-        prompt_ids = [f"{ctx.phase}/{it['id']}" for it in batch.items]
-        check_token_ids(denylist, token_ids, prompt_ids, ctx.phase)
-        keys = [cache.key(model_key, prompt, labels) for prompt in prompts]
-        scores, n_hits = critic_lib.score_cached(cache, keys, token_ids, label_ids, model.get,
-                                                 ctx.log)
-        hits += n_hits
+        shown = judge.row_shots(batch.seed, len(batch.items))
+        ids = [f"{ctx.phase}/{it['id']}" for it in batch.items]
         out = []
-        for it, prompt, score in zip(batch.items, prompts, scores):
-            ok = score.accepted(threshold)
+        for it, scored in zip(batch.items, judge.judge(batch.items, shown, ids)):
+            hits += scored.cached
+            ok = scored.judgement.p_yes >= threshold
             out.append({
-                **it, "stage": f"{kind}_critic", **score.as_dict(),
+                **it, "stage": f"{kind}_critic", **scored.fields(), "debiased": debias,
                 "verdict": "accept" if ok else "reject", "keep": ok,
-                "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
                 "provenance": provenance(ctx, fp.model_hash, batch.seed, settings),
             })
         batch.write(out)
@@ -344,9 +354,27 @@ def critic_filter(ctx: Any) -> dict[str, float]:
         bar.update(len(out))
     bar.close()
     cache.close()
-    scored = own_records(ctx, written)
-    accepted = sum(1 for r in scored if r["keep"])
-    ctx.log.info("critic_scored", phase=ctx.phase, scored=len(written), cache_hits=hits)
-    return {"scored": len(scored), "accepted": accepted, "rejected": len(scored) - accepted,
-            "acceptance": accepted / len(scored) if scored else 0.0, "count": accepted,
-            "cache_hits": hits, "cache_misses": len(written) - hits}
+    scored_records = own_records(ctx, written)
+    accepted = sum(1 for r in scored_records if r["keep"])
+    metrics: dict[str, float] = {
+        "scored": len(scored_records), "accepted": accepted,
+        "rejected": len(scored_records) - accepted,
+        "acceptance": accepted / len(scored_records) if scored_records else 0.0,
+        "count": accepted}
+    raw = [Judgement(r["p_a"], r.get("p_a_swapped")) for r in scored_records]
+    bias = label_bias(raw)
+    if bias is not None:
+        metrics["label_bias"] = bias
+    if getattr(ctx, "shard", None) in (None, 0):  # one probe set per phase, not per shard
+        report = judge.probe(items, ctx.seed, probe_limit, threshold)
+        (Path(ctx.output_dir) / PROBES_FILE).write_text(json.dumps(report, indent=1) + "\n")
+        metrics.update({k: float(report[k]) for k in ("probe_auc", "probe_accuracy")
+                        if report.get(k) is not None})
+        metrics.update(probe_good=report["good"], probe_bad=report["bad"])
+        if report["left_out"]:
+            ctx.log.warning("critic_probe_left_out", phase=ctx.phase, reason=report["left_out"])
+    # Counted in items of this call (an item is a hit when every label order was cached).
+    metrics.update(cache_hits=hits, cache_misses=len(written) - hits)
+    ctx.log.info("critic_scored", phase=ctx.phase, scored=len(written), cache_hits=hits,
+                 **{k: round(v, 4) for k, v in metrics.items() if k.startswith(("probe", "label"))})
+    return metrics

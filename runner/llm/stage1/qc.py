@@ -21,9 +21,12 @@ as missing rather than passing on no data. Output classes are those of `cleaning
   generator its clean, deduplicated instructions (at most its `count`); otherwise the records
   with `keep: true` (critics: accepted), or all records when they carry no `keep`.
 
-Review material written into the phase's folder: `review.md` (embedded in the gate packet),
-`response_tokens.png`, `critic_p_a.png`, samples of each critic, and the QC metrics of every
-iteration side by side (earlier ones from `run_dir/phases/<qc phase>.i<N>/metrics.json`).
+Review material written into the phase's folder: `headline.md` (each critic's acceptance,
+label bias and probe figures, with words where a critic is near chance; the packet opens with
+it, see `critic_review.py`), `review.md` (embedded in the gate packet),
+`response_tokens.png`, `critic_p_a.png` (the debiased p_yes), samples of each critic, and the
+QC metrics of every iteration side by side (earlier ones from
+`run_dir/phases/<qc phase>.i<N>/metrics.json`).
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ from typing import Any
 
 from runner.errors import PhaseError
 from runner.llm.builtin import STAGES, input_names, options_of, stage_of, usable_instructions
+from runner.llm.stage1.critic_review import critic_figures, headline_md
 from runner.llm.stage1.options import QcOptions
 from runner.llm.text import cleaning
 from runner.llm.text.cleaning import CLASSES
 
-__all__ = ["GATE_METRICS", "compute_metrics", "qc"]
+__all__ = ["GATE_METRICS", "HEADLINE_FILE", "compute_metrics", "qc"]
+
+HEADLINE_FILE = "headline.md"  # the packet opens with it (runner/review/gates.py)
 
 # The metrics the Stage-1 gate checks, listed first in the review table.
 GATE_METRICS = ("runaway_rate", "token_limit_rate", "delimiter_leakage", "median_response_tokens",
@@ -133,6 +139,8 @@ def qc(ctx: Any) -> dict[str, float]:
         for role in ("instructions", "responses") if role in by_role
     }
     definitions = f"{__doc__}\n\n{cleaning.__doc__}"
+    headline = headline_md(critic_figures(ctx, roles, by_role))
+    (Path(ctx.output_dir) / HEADLINE_FILE).write_text(headline, encoding="utf-8")
     write_review(Path(ctx.output_dir), ctx.phase, ctx.iteration, history, by_role, classes,
                  samples, limit, definitions, GATE_METRICS)
     ctx.log.info("qc_done", phase=ctx.phase, **{k: round(v, 4) for k, v in metrics.items()})

@@ -51,12 +51,12 @@ def _tokens_png(path: Path, records: list[dict[str, Any]], limit: int | None, wh
 
 
 def _p_a_png(path: Path, critics: dict[str, list[dict[str, Any]]]) -> None:
-    """One panel per critic: its p(A) distribution, accepted and rejected stacked."""
+    """One panel per critic: its debiased p(yes) distribution, accepted and rejected stacked."""
     fig = Figure(figsize=(6, 0.6 + 2.4 * len(critics)))
     for n, (role, recs) in enumerate(critics.items(), 1):
         ax = fig.add_subplot(len(critics), 1, n)
-        accepted = [r["p_a"] for r in recs if r.get("verdict") == "accept"]
-        rejected = [r["p_a"] for r in recs if r.get("verdict") != "accept"]
+        accepted = [_p_yes(r) for r in recs if r.get("verdict") == "accept"]
+        rejected = [_p_yes(r) for r in recs if r.get("verdict") != "accept"]
         ax.hist([accepted, rejected], bins=20, range=(0, 1), stacked=True,
                 color=["#228833", "#bbbbbb"],
                 label=[f"accepted ({len(accepted)})", f"rejected ({len(rejected)})"])
@@ -64,11 +64,16 @@ def _p_a_png(path: Path, critics: dict[str, list[dict[str, Any]]]) -> None:
                       for r in recs} - {None}
         for th in sorted(thresholds):
             ax.axvline(th, color="#cc3311", linestyle="--")
-        ax.set_title(f"{role}: p(A), n={len(recs)} (dashed: confidence threshold)", fontsize=10)
+        ax.set_title(f"{role}: p(yes), n={len(recs)} (dashed: confidence threshold)", fontsize=10)
         ax.set_ylabel("records")
         ax.legend(fontsize=8, loc="upper left")
-    fig.axes[-1].set_xlabel("critic p(A), renormalised over {A, B}")
+    fig.axes[-1].set_xlabel("critic p(yes): both label orders averaged (debiased)")
     _save(fig, path)
+
+
+def _p_yes(rec: dict[str, Any]) -> float:
+    # Records written before debiasing existed carry only p_a.
+    return float(rec.get("p_yes", rec["p_a"]))
 
 
 def _fmt(v: float | None) -> str:
@@ -93,7 +98,9 @@ def _sample_block(rec: dict[str, Any]) -> list[str]:
     if len(body) > _SNIPPET:
         body = body[:_SNIPPET] + " …"
     fence = _fence(body)
-    head = f"- `{rec.get('id')}` p(A) = {rec['p_a']:.3f}, margin = {rec['margin']:.2f}"
+    swapped = rec.get("p_a_swapped")
+    raw = f"p(A) = {rec['p_a']:.3f}" + ("" if swapped is None else f" / {swapped:.3f} swapped")
+    head = f"- `{rec.get('id')}` p(yes) = {_p_yes(rec):.3f} (raw {raw}), margin = {rec['margin']:.2f}"
     return [head, "", f"{fence}text", body, fence, ""]
 
 

@@ -11,9 +11,25 @@ With no stop string in `raw`, the kept text is all of `raw`, stripped.
 
 1. `runaway` - the model ran on into another example: the kept text contains a template tag
    (`### Instruction:`, `### Response:`, `### Answer:`, `### End`, i.e. any tag stripped of
-   whitespace), or a line of it starts with a tag's bare name (`Instruction:`, `Response:`,
-   `Answer:`), or - for an *instruction* - it contains a blank line (`\\n` + optional spaces
-   + `\\n`), which in the instruction format starts a second example.
+   whitespace), or - for an *instruction* - it contains a blank line (`\\n` + optional spaces
+   + `\\n`), which in the instruction format starts a second example. Also a runaway, in
+   the template's own format or any other common dialogue or prompt format (*format drift*):
+   - a *marker line* after the first line: a line that starts (after spaces) with the
+     templates' `decorations` (markdown headings `#`..`######`, blockquote `>`, list markers
+     `-`/`*`/`+`, numbering `1.`/`1)`, bold/italic `**`/`__`, an opening `[`; any combination),
+     then one of the templates' `role_words` (Instruction, Question, Response, Answer, Input,
+     Output, User, Assistant, Human, System, Q, A, ...; any case, a whole word) or a bare
+     tag name of the templates (`Instruction` of `### Instruction:`), then an
+     optional closing `**`/`__`/`]`, then a colon: `## Question:`, `**User:**`,
+     `- A:`, `[Input]:`, `Human:`. The first line is exempt, so an answer that opens with
+     `Answer: 42` is clean; a marker line *after* it starts a new example;
+   - a chat-template or special-token string anywhere in the kept text: the templates'
+     `chat_markers` (`<|im_start|>`, `[INST]`, `<|eot_id|>`, `</s>`, ...) and the model's own
+     special tokens (passed in by the generation phases);
+   - for a *response*: a paragraph after a blank line whose last line ends in `?` (the
+     model asks a new question: a new example or turn);
+   - for an *instruction*: a line after the first that opens (after decoration) with one of
+     the templates' `answer_openers` (`The answer is`, ...): the task answered itself.
 2. `token_limit` - generation stopped at `max_new_tokens` (`stopped_by == "max_new_tokens"`)
    and `raw` holds no stop string: the output never ended. (A runaway that also hit the limit
    counts as runaway: running on is why it got that long.)
@@ -51,6 +67,8 @@ __all__ = [
     "classify",
     "cut",
     "delimiter_fragments",
+    "drift_marker",
+    "marker_line_re",
     "normalise",
     "parse_instruction",
     "select_instructions",
@@ -86,13 +104,14 @@ def _tags(t: Templates) -> list[str]:
     return [x.strip() for x in (t.instruction_tag, t.response_tag, t.answer_tag, t.end_tag)]
 
 
-def _bare_tag_re(t: Templates) -> re.Pattern[str] | None:
+def _bare_tag_names(t: Templates) -> list[str]:
+    """The templates' own tags without decoration and colon: `Instruction`, `Response`, ..."""
     names = []
     for tag in (t.instruction_tag, t.response_tag, t.answer_tag):
         bare = tag.strip().lstrip("#").strip()
         if bare.endswith(":") and len(bare) > 1:
-            names.append(re.escape(bare))
-    return re.compile(rf"^[ \t]*(?:{'|'.join(names)})", re.MULTILINE) if names else None
+            names.append(bare[:-1].strip())
+    return names
 
 
 def delimiter_fragments(t: Templates) -> list[str]:
@@ -106,13 +125,59 @@ def delimiter_fragments(t: Templates) -> list[str]:
     return sorted(frags, key=lambda f: (len(f), f))
 
 
-def _is_runaway(text: str, t: Templates, kind: str) -> bool:
+def marker_line_re(t: Templates) -> re.Pattern[str] | None:
+    """A line that opens a new example in a common format: decoration, role word, colon."""
+    given = [*t.role_words, *_bare_tag_names(t)]
+    words = sorted({w.strip() for w in given if w.strip()}, key=len, reverse=True)
+    if not words:
+        return None
+    alternatives = "|".join(re.escape(w) for w in words)
+    return re.compile(
+        rf"^[ \t]*(?:{t.decorations})[ \t]*(?:{alternatives})\b[ \t]*(?:\*{{1,2}}|_{{1,2}}|\])?[ \t]*:",
+        re.IGNORECASE,
+    )
+
+
+def drift_marker(text: str, t: Templates, special_tokens: Iterable[str] = ()) -> str | None:
+    """The first sign of format drift in kept text (see the module docstring), or None."""
+    for marker in (*t.chat_markers, *special_tokens):
+        if marker and marker in text:
+            return marker
+    pattern = marker_line_re(t)
+    if pattern is None:
+        return None
+    for line in text.splitlines()[1:]:
+        if pattern.match(line):
+            return line.strip()
+    return None
+
+
+def _is_runaway(text: str, t: Templates, kind: str, special_tokens: Iterable[str] = ()) -> bool:
     if any(tag and tag in text for tag in _tags(t)):
         return True
-    bare = _bare_tag_re(t)
-    if bare is not None and bare.search(text):
+    if drift_marker(text, t, special_tokens) is not None:
         return True
-    return kind == "instruction" and bool(_BLANK_LINE.search(text))
+    if kind == "instruction":
+        return bool(_BLANK_LINE.search(text)) or _answers_itself(text, t)
+    return _asks_a_new_question(text)
+
+
+def _asks_a_new_question(text: str) -> bool:
+    """A paragraph after the first whose last line is a question."""
+    for para in _BLANK_LINE.split(text)[1:]:
+        lines = [line.strip() for line in para.strip().splitlines() if line.strip()]
+        if lines and lines[-1].endswith("?"):
+            return True
+    return False
+
+
+def _answers_itself(text: str, t: Templates) -> bool:
+    """An instruction line after the first that opens like an answer (`The answer is`)."""
+    openers = [re.escape(o.strip()) for o in t.answer_openers if o.strip()]
+    if not openers:
+        return False
+    pattern = re.compile(rf"^[ \t]*(?:{t.decorations})[ \t]*(?:{'|'.join(openers)})\b", re.IGNORECASE)
+    return any(pattern.match(line) for line in text.splitlines()[1:])
 
 
 def _has_leakage(text: str, t: Templates) -> bool:
@@ -129,10 +194,13 @@ def _has_leakage(text: str, t: Templates) -> bool:
     )
 
 
-def classify(raw: str, stopped_by: str, t: Templates, kind: str) -> Cleaned:
-    """Cut `raw` and give it exactly one class; `kind` is `instruction` or `response`."""
+def classify(
+    raw: str, stopped_by: str, t: Templates, kind: str, special_tokens: Iterable[str] = ()
+) -> Cleaned:
+    """Cut `raw` and give it exactly one class; `kind` is `instruction` or `response`;
+    `special_tokens`: the model's own special-token strings (their presence is a runaway)."""
     text, stop = cut(raw, t)
-    if _is_runaway(text, t, kind):
+    if _is_runaway(text, t, kind, special_tokens):
         return Cleaned(text, "runaway", stop)
     if stopped_by == "max_new_tokens" and stop is None:
         return Cleaned(text, "token_limit", stop)

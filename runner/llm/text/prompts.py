@@ -41,6 +41,7 @@ __all__ = [
     "instruction_prompt",
     "load_fewshot",
     "pair_critic_prompt",
+    "pick_balanced",
     "pick_shots",
     "read_fewshot",
     "response_prompt",
@@ -116,6 +117,29 @@ def pick_shots(pool: list[dict[str, Any]], shots: int, seed: int, row: int) -> l
     return random.Random(row_seed(seed, row, "shots")).sample(pool, k)
 
 
+def pick_balanced(
+    pool: list[dict[str, Any]],
+    accepted: list[bool],
+    shots: int,
+    seed: int,
+    row: int,
+    exclude: int | None = None,
+) -> list[dict[str, Any]]:
+    """Labelled critic shots for (seed, row): as many accepted as rejected examples.
+
+    `shots // 2` of each (one more accepted when `shots` is odd), fewer when a side runs
+    out, in an order shuffled per row, so no label follows a fixed position; the pool item
+    at index `exclude` is never drawn (a held-out probe item is not shown as its own example).
+    """
+    rng = random.Random(row_seed(seed, row, "balanced-shots"))
+    sides = [[ex for n, ex in enumerate(pool) if accepted[n] is ok and n != exclude]
+             for ok in (True, False)]
+    want = (shots - shots // 2, shots // 2)
+    picked = [ex for side, k in zip(sides, want) for ex in rng.sample(side, min(k, len(side)))]
+    rng.shuffle(picked)
+    return picked
+
+
 def example_accepted(example: dict[str, Any], t: Templates) -> bool:
     """A critic example's label: `accept: bool`, or `label` equal to the yes label (A)."""
     if "accept" in example:
@@ -142,10 +166,10 @@ def response_prompt(
     return f"{t.response_header}{blocks}{t.instruction_tag}{instruction.strip()}\n{t.response_tag}"
 
 
-def _critic(t: Templates, header: str, bodies: list[tuple[str, bool]], body: str) -> str:
+def _critic(t: Templates, kind: str, bodies: list[tuple[str, bool]], body: str) -> str:
     label = {True: t.label_yes, False: t.label_no}
     blocks = "".join(b + t.answer_tag + label[ok] + t.example_separator for b, ok in bodies)
-    return header + blocks + body + t.answer_tag
+    return t.critic_header(kind) + blocks + body + t.answer_tag
 
 
 def instruction_critic_prompt(
@@ -154,7 +178,7 @@ def instruction_critic_prompt(
     """A/B critic of one instruction; the next token is the label."""
     body = lambda text: f"{t.instruction_tag}{text.strip()}\n"  # noqa: E731
     shots = [(body(i), ok) for i, ok in examples]
-    return _critic(t, t.instruction_critic_header, shots, body(instruction))
+    return _critic(t, "instruction", shots, body(instruction))
 
 
 def pair_critic_prompt(
@@ -165,7 +189,7 @@ def pair_critic_prompt(
 ) -> str:
     """A/B critic of one instruction+response pair; the next token is the label."""
     shots = [(_pair(t, i, r), ok) for i, r, ok in examples]
-    return _critic(t, t.pair_critic_header, shots, _pair(t, instruction, response))
+    return _critic(t, "pair", shots, _pair(t, instruction, response))
 
 
 def critic_prompt(

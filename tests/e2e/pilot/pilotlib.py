@@ -106,7 +106,7 @@ def demo_copy(path: Path, shared_threshold: bool = True) -> Path:
     `critic.confidence_threshold` feeds only the pair critic.
     """
     text = DEMO.read_text(encoding="utf-8")
-    assert text.count("../fixtures/") == 3, "demo.yaml's fixture paths changed; update demo_copy"
+    assert text.count("../fixtures/") == 5, "demo.yaml's fixture paths changed; update demo_copy"
     text = text.replace("../fixtures/", f"{FIXTURES}/")
     if not shared_threshold:
         shared = "confidence_threshold: ${params.critic.confidence_threshold}"

@@ -79,10 +79,31 @@ def test_status_shows_the_five_qc_metrics(demo):
 
 
 def test_gate_checks_have_the_qc_values(demo):
-    """`gate --json` lists the five checks, each with the qc metric's value (not null)."""
+    """`gate --json` lists the five QC checks, each with the qc metric's value (not null)."""
     metrics = instance(demo.status, "qc", 1)["metrics"]
     checks = {c["expr"].split()[0]: c["value"] for c in demo.gate["checks"]}
-    assert checks == {f"qc.{m}": metrics[m] for m in GATE_METRICS}
+    assert {k: v for k, v in checks.items() if k.startswith("qc.")} == {
+        f"qc.{m}": metrics[m] for m in GATE_METRICS}
+
+
+def test_gate_checks_each_critics_probe_auc(demo):
+    """Both critics' probe_auc is checked, with the critic phase's value."""
+    checks = {c["expr"].split()[0]: c["value"] for c in demo.gate["checks"]}
+    want = {f"{p}.probe_auc": instance(demo.status, p, 1)["metrics"]["probe_auc"]
+            for p in ("critic_instructions", "critic_pairs")}
+    assert {k: checks.get(k) for k in want} == want
+
+
+def test_demo_critics_pass_their_self_test(demo):
+    """On the tiny model (trained on both label orders) each critic's probe_auc is >= 0.75."""
+    passed = {c["expr"]: c["passed"] for c in demo.gate["checks"] if "probe_auc" in c["expr"]}
+    assert passed and all(passed.values()), demo.gate["checks"]
+
+
+def test_packet_opens_with_the_critics_figures(demo):
+    """The packet's first section after the verdict is the critics' figures."""
+    text = _packet_md(demo).read_text(encoding="utf-8")
+    assert text.index("## Critics: can their verdicts be trusted?") < text.index("## Checks")
 
 
 def test_packet_links_the_histograms_beside_it(demo):

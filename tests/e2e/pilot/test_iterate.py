@@ -134,7 +134,7 @@ def test_pair_threshold_iterate_rescores_from_the_cache(pair_threshold):
 def test_pair_threshold_iterate_applies_the_new_threshold(pair_threshold):
     """In iteration 2 the pair critic accepts exactly the records with p(A) >= 0.9."""
     records = _records(pair_threshold, "critic_pairs", 2)
-    assert records and all((r["verdict"] == "accept") == (r["p_a"] >= 0.9) for r in records)
+    assert records and all((r["verdict"] == "accept") == (r["p_yes"] >= 0.9) for r in records)
 
 
 def test_pair_threshold_iterate_loads_no_model(pair_threshold):

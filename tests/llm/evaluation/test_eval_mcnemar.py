@@ -71,3 +71,29 @@ def test_significance_is_strictly_below_alpha():
     pairs = [(False, True)] * 5
     assert (mcnemar_test(pairs, 0.1).significant, mcnemar_test(pairs, 0.0625).significant) == (
         True, False)
+
+
+def test_one_sided_matches_scipy_greater():
+    """p_improved = P[X >= c], X ~ Bin(b + c, 1/2): scipy's one-sided binomial test."""
+    from runner.llm.evaluation.mcnemar import mcnemar_one_sided
+
+    for b in range(0, 25):
+        for c in range(0, 25):
+            if b + c:
+                want = binomtest(c, b + c, 0.5, alternative="greater").pvalue
+                assert mcnemar_one_sided(b, c) == pytest.approx(want, rel=1e-12)
+
+
+def test_one_sided_issue_case():
+    """The issue's run (b=12 base-only, c=1 tuned-only): not improved, clearly regressed."""
+    from runner.llm.evaluation.mcnemar import mcnemar_one_sided
+
+    assert mcnemar_one_sided(12, 1) == pytest.approx(0.99988, abs=1e-5)
+    assert mcnemar_one_sided(1, 12) == pytest.approx(0.0017090, abs=1e-6)
+
+
+def test_one_sided_without_discordant_pairs_is_one():
+    """No discordant pair: no evidence either way."""
+    from runner.llm.evaluation.mcnemar import mcnemar_one_sided
+
+    assert mcnemar_one_sided(0, 0) == 1.0

@@ -5,7 +5,7 @@ from evalhelpers import LIMIT, TINY_BASE, make_ctx, sft_records
 
 from runner.errors import PhaseError
 from runner.llm.decoding.generation import SamplingParams, generate
-from runner.llm.evaluation.mcnemar import mcnemar_exact
+from runner.llm.evaluation.mcnemar import mcnemar_exact, mcnemar_one_sided
 from runner.llm.evaluation.phase import evaluate
 from runner.llm.evaluation.verifiable import check
 from runner.llm.loading import loader
@@ -14,8 +14,8 @@ from runner.llm.text.sft_format import sft_prompt
 from runner.llm.text.templates import DEFAULT_TEMPLATES as T
 from runner.phases.registry import resolve_uses
 
-METRICS = ["base_pass_rate", "discordant_b", "discordant_c", "items", "mcnemar_p",
-           "sft_pass_rate", "significant"]
+METRICS = ["base_pass_rate", "discordant_b", "discordant_c", "improved", "improvement", "items",
+           "mcnemar_p", "p_improved", "p_regressed", "regressed", "sft_pass_rate", "significant"]
 
 
 def test_evaluate_is_a_builtin_phase():
@@ -24,7 +24,7 @@ def test_evaluate_is_a_builtin_phase():
 
 
 def test_metrics_are_the_documented_ones(evaluated):
-    """The phase returns exactly the seven documented metrics."""
+    """The phase returns exactly the documented metrics (two-sided and directional)."""
     assert sorted(evaluated.metrics) == METRICS
 
 
@@ -156,3 +156,20 @@ def test_tuned_prompt_uses_the_templates_recorded_with_the_adapter(tmp_path, ada
     ctx = make_ctx(tmp_path, {"adapter_from": "sft", "limit": 1}, lambda name: [record])
     evaluate(ctx)
     assert ctx.records()[0]["provenance"]["params"]["sft_templates_from_adapter"] is True
+
+
+def test_directional_verdict_follows_the_counts(evaluated):
+    """improvement, one-sided p-values and improved/regressed follow b, c and alpha."""
+    m = evaluated.metrics
+    b, c = int(m["discordant_b"]), int(m["discordant_c"])
+    want = (m["sft_pass_rate"] - m["base_pass_rate"], mcnemar_one_sided(b, c),
+            mcnemar_one_sided(c, b), int(c > b and mcnemar_one_sided(b, c) < 0.01),
+            int(b > c and mcnemar_one_sided(c, b) < 0.01))
+    assert (m["improvement"], m["p_improved"], m["p_regressed"], m["improved"], m["regressed"]) == want
+
+
+def test_release_material_is_written(evaluated):
+    """headline.md (the verdict in words) and review.md (per-checker rates) are written."""
+    out = evaluated.ctx.output_dir
+    assert "is the tuned model better?" in (out / "headline.md").read_text()
+    assert "| checker | items | base | tuned | change |" in (out / "review.md").read_text()

@@ -110,13 +110,13 @@ def test_generate_responses_finds_source_by_stage(local_run, fresh_loader):
 
 
 def test_critic_filter_keeps_accepted_and_rejected(local_run, fresh_loader):
-    """Every scored record is kept with its verdict; `keep` marks the accepted ones."""
+    """Every scored record is kept with its verdict on the debiased p_yes; `keep` marks the accepted."""
     local_run.add_records("ic_src", [{**r, "keep": True, "stage": "x"} for r in INSTRUCTIONS])
     params = {"source": "ic_src", "kind": "instruction", "confidence_threshold": 0.5,
               "fewshot": "fewshot.jsonl"}
     local_run.run("ic", critic_filter, params)
     recs = _records(local_run, "ic")
-    assert [(r["keep"], r["verdict"] == "accept") for r in recs] == [(r["p_a"] >= 0.5,) * 2 for r in recs]
+    assert [(r["keep"], r["verdict"] == "accept") for r in recs] == [(r["p_yes"] >= 0.5,) * 2 for r in recs]
 
 
 def test_critic_filter_multi_token_label_fails_before_scoring(local_run, fresh_loader):

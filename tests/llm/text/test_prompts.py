@@ -42,7 +42,7 @@ def test_instruction_critic_prompt_ends_on_answer_tag():
 def test_pair_critic_prompt_shows_response():
     """The pair critic prompt holds the instruction and the response before the answer."""
     text = pair_critic_prompt([], "Dance.", "Step.")
-    assert text == T.pair_critic_header + "### Instruction:\nDance.\n### Response:\nStep.\n### Answer:"
+    assert text == T.critic_header("pair") + "### Instruction:\nDance.\n### Response:\nStep.\n### Answer:"
 
 
 def test_pick_shots_depends_only_on_seed_and_row():
@@ -90,5 +90,37 @@ def test_prompts_match_the_fixture_corpus():
     ours = (response_prompt([("Sing.", "La la.")], "Dance."),
             pair_critic_prompt([("Sing.", "La la.", True)], "x", "y"))
     theirs = (corpus.response_prompt([("Sing.", "La la.")], "Dance."),
-              corpus.critic_prompt(T.pair_critic_header, [(pair, True)], corpus.qa_body("x", "y")))
+              corpus.critic_prompt(T.critic_header("pair"), [(pair, True)], corpus.qa_body("x", "y")))
     assert ours == theirs
+
+
+def test_critic_header_names_the_labels():
+    """The header names yes/no with the labels; swapped templates name them the other way."""
+    assert ("A = yes, B = no" in T.critic_header("pair"),
+            "B = yes, A = no" in T.swapped().critic_header("pair")) == (True, True)
+
+
+def test_swapped_prompt_labels_examples_the_other_way():
+    """In the swapped order an accepted example is labelled B."""
+    text = pair_critic_prompt([("Sing.", "La.", True)], "x", "y", T.swapped())
+    assert "### Answer: B\n\n" in text
+
+
+def test_pick_balanced_draws_as_many_accepted_as_rejected():
+    """Four shots from a balanced pool: two accepted and two rejected, order drawn per row."""
+    from runner.llm.text.prompts import pick_balanced
+
+    pool = [{"instruction": str(i), "accept": i % 2 == 0} for i in range(20)]
+    flags = [e["accept"] for e in pool]
+    draws = [pick_balanced(pool, flags, 4, 11, row) for row in range(20)]
+    assert all(sum(e["accept"] for e in d) == 2 and len(d) == 4 for d in draws)
+    assert len({tuple(e["accept"] for e in d) for d in draws}) > 1  # label order varies
+
+
+def test_pick_balanced_excludes_the_held_out_item():
+    """The excluded pool item is never shown."""
+    from runner.llm.text.prompts import pick_balanced
+
+    pool = [{"instruction": str(i), "accept": i < 3} for i in range(6)]
+    flags = [e["accept"] for e in pool]
+    assert all(pool[0] not in pick_balanced(pool, flags, 4, 5, row, exclude=0) for row in range(30))

@@ -55,3 +55,12 @@ def test_killed_worker_fails_the_phase_and_resume_completes_it(reference: Path, 
     again = cli(state, "resume", "ref")
     assert again.returncode == 0, again.stderr[-2000:]
     assert records(state, "ref", "draw") == records(reference, "ref", "draw")
+
+
+def test_probe_figures_of_one_shard_are_kept():
+    """A critic's probe figures, computed by shard 0 only, survive aggregation; rates do not."""
+    from runner.phases.shards import aggregate_metrics
+
+    dones = [{"records": 2, "metrics": {"scored": 2, "acceptance": 0.5, "probe_auc": 0.9}},
+             {"records": 3, "metrics": {"scored": 3, "acceptance": 1.0}}]
+    assert aggregate_metrics(dones) == {"shards": 2, "records": 5, "scored": 5, "probe_auc": 0.9}
