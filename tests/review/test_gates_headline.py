@@ -7,7 +7,7 @@ from runner.review.gates import build_packet, render_markdown
 def _packet(headline: str | None) -> dict:
     state = RunState(run_id="r", name="n", status="awaiting_decision")
     checks = [CheckOutcome(expr="critic.probe_auc >= 0.75", value=None, passed=False)]
-    return build_packet(state, "g", checks, None, None, [], "REVIEW BODY", headline)
+    return build_packet(state, "g", checks, None, None, [], "REVIEW BODY", headline_md=headline)
 
 
 def test_headline_comes_before_the_checks():

@@ -353,7 +353,6 @@ def critic_filter(ctx: Any) -> dict[str, float]:
         written += out
         bar.update(len(out))
     bar.close()
-    cache.close()
     scored_records = own_records(ctx, written)
     accepted = sum(1 for r in scored_records if r["keep"])
     metrics: dict[str, float] = {
@@ -373,6 +372,7 @@ def critic_filter(ctx: Any) -> dict[str, float]:
         metrics.update(probe_good=report["good"], probe_bad=report["bad"])
         if report["left_out"]:
             ctx.log.warning("critic_probe_left_out", phase=ctx.phase, reason=report["left_out"])
+    cache.close()  # after the probe set, which is scored through the same cache
     # Counted in items of this call (an item is a hit when every label order was cached).
     metrics.update(cache_hits=hits, cache_misses=len(written) - hits)
     ctx.log.info("critic_scored", phase=ctx.phase, scored=len(written), cache_hits=hits,

@@ -164,7 +164,7 @@ def test_resume_of_a_run_with_the_old_per_file_cache_scores_nothing(local_run: A
     local_run.add_records("src", PAIRS)
     local_run.run("pc", critic_filter, {"source": "src", "confidence_threshold": 0.0})
     root = local_run.root / "cache" / "critic"
-    assert _to_old_layout(root, root / "pc.sqlite") == 5
+    assert _to_old_layout(root, root / "pc.sqlite") == 20  # 5 items, 5 probe items; both label orders
     loader.clear_models()
     loads, forwards = loader.load_count(), critic.forward_calls()
     again = local_run.run("pc", critic_filter, {"source": "src", "confidence_threshold": 1.0},

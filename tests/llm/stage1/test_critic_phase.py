@@ -118,7 +118,7 @@ def test_debias_must_be_a_boolean(local_run, fresh_loader):
     """A non-boolean debias fails the phase naming the key."""
     from runner.errors import PhaseError
 
-    with pytest.raises(PhaseError, match=r"with\.debias must be true or false"):
+    with pytest.raises(PhaseError, match=r"with\.debias: Input should be a valid boolean"):
         _run(local_run, {"debias": "yes"})
 
 
