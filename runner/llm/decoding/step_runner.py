@@ -222,7 +222,15 @@ _STARTED: set[tuple[Any, ...]] = set()
 def prebuild_kernels(config: Any, dtype: torch.dtype, device: torch.device
                      ) -> threading.Thread | None:
     """Begin building the kernels a model of `config` will use on `device` (once per shape);
-    None where no kernel would be used (CPU, float32, another family, no Triton)."""
+    None where no kernel would be used (CPU, float32, another family, no Triton).
+
+    Not called by the phases: the build thread instantiates a model of the same family, which
+    touches process-wide state (transformers' default dtype while it builds a model, the
+    family module's rotary function while Triton parts are switched on), so a model loading
+    on the main thread at the same time could be built or run with the thread's settings
+    (seen on the H200: a bf16/float32 mismatch in the loader's sentinel generate). Only
+    `bench/first_call.py --prebuild` uses it, alone in its process.
+    """
     if (device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16)
             or getattr(config, "model_type", None) not in FAMILIES
             or not triton_support.available(device)):

@@ -34,7 +34,6 @@ from runner.llm.builtin import (
 from runner.llm.critic import scoring as critic_lib
 from runner.llm.critic.calibration import Judgement, label_bias
 from runner.llm.decoding.generation import Generation, SamplingParams, stream
-from runner.llm.decoding.step_runner import prebuild_kernels
 from runner.llm.loading.contamination import chat_denylist
 from runner.llm.loading.loader import (
     LoadedModel,
@@ -135,8 +134,6 @@ class _Setup:
         first = next(pending, None)
         if first is None:
             return
-        if self.model.lm is None:
-            _prebuild_kernels(self.spec, ctx.phase)  # built while the weights load
         lm = self.model.get()
 
         def work() -> Iterator[tuple[tuple[Any, list[str]], list[list[int]], int]]:
@@ -148,22 +145,6 @@ class _Setup:
                                              on_rows=bar.update, log=ctx.log):
             yield batch, prompts, lm, outs
 
-
-def _prebuild_kernels(spec: dict[str, Any], phase: str) -> None:
-    """Start building the decoder's Triton kernels for this model's shape on a thread
-    (`step_runner.prebuild_kernels`); anything unusual (a hub id, an odd config) just skips it."""
-    try:
-        device = resolve_device(spec.get("device"), phase)
-        if device.type != "cuda":
-            return
-        from transformers import AutoConfig  # noqa: PLC0415 - only on CUDA, where it loads anyway
-
-        config = AutoConfig.from_pretrained(str(spec["path"]), local_files_only=True,
-                                            revision=spec.get("revision"),
-                                            trust_remote_code=bool(spec.get("trust_remote_code")))
-        prebuild_kernels(config, resolve_dtype(spec.get("dtype"), device, phase), device)
-    except Exception:  # an optimisation only: the first call builds them anyway
-        return
 
 
 def _share(ctx: Any, items: Any) -> list[Any]:
