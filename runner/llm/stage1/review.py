@@ -146,7 +146,7 @@ def write_review(
     critics = {r: by_role[r] for r in ("instruction_critic", "pair_critic") if by_role.get(r)}
     if critics:
         _p_a_png(out_dir / P_A_PNG, critics)
-        plots.append({"file": P_A_PNG, "title": "Critic score distributions: p(A) of each critic"})
+        plots.append({"file": P_A_PNG, "title": "Critic score distributions: debiased p(yes) of each critic"})
     lines += [line for plot in plots for line in (f"![{plot['title']}]({plot['file']})", "")]
     for role, picks in samples.items():
         for verdict, title in (("accept", "accepted"), ("reject", "rejected")):
