@@ -25,6 +25,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 STEPS = yaml.safe_load(DEMO.read_text(encoding="utf-8"))["phases"]
 PHASES = [p["name"] for p in STEPS if "name" in p]
 GATES = [p["gate"] for p in STEPS if "gate" in p]
+CHECKS = next(p for p in STEPS if "gate" in p)["checks"]
 BEFORE_GATE = [p["name"] for p in STEPS[: next(i for i, p in enumerate(STEPS) if "gate" in p)]]
 
 
@@ -62,7 +63,8 @@ def test_piped_gate_block_has_the_check_table_and_commands(piped):
     block = _gate_block(piped)
     assert block[0].startswith(f"⏸ gate {GATES[0]} (iteration 1): ")
     rows = [line.split() for line in block if line[:1] in ("✓", "✗")]
-    assert len(rows) == 5 and all(r[1].startswith("qc.") and len(r) == 5 for r in rows), block
+    expected = [c.split()[0] for c in CHECKS]  # the spec's checks, in order
+    assert [r[1] for r in rows] == expected and all(len(r) == 5 for r in rows), block
     assert f"  runner decide p1 --gate {GATES[0]} --decision proceed|iterate|abort --reviewer WHO --reason '...'" in block
     assert "  runner gate p1" in block and "  runner resume p1" in block
 
