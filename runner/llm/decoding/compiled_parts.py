@@ -31,7 +31,7 @@ import torch
 
 from runner.environment import COMPILE_MODES
 
-__all__ = ["compiled_calls", "family_module", "installed", "switched_on", "wanted"]
+__all__ = ["compiled_calls", "family_module", "installed", "mode", "switched_on", "wanted"]
 
 _ROTARY_FN = "apply_rotary_pos_emb"
 _PARTS: weakref.WeakKeyDictionary[Any, tuple[list[tuple[Any, Any]], Any]] = (
@@ -39,15 +39,21 @@ _PARTS: weakref.WeakKeyDictionary[Any, tuple[list[tuple[Any, Any]], Any]] = (
 _FUNCTIONS: dict[Any, Any] = {}
 
 
+def mode(env: str) -> str:
+    """`$env` as one of COMPILE_MODES (unset or empty: auto)."""
+    value = (os.environ.get(env) or "auto").strip().lower()
+    if value not in COMPILE_MODES:
+        raise ValueError(f"{env}={value!r}: use auto, always or never")
+    return value
+
+
 def wanted(env: str, device: torch.device, done: int, after: int) -> bool:
     """Whether to run compiled: `$env` is always, never or auto (the default); auto compiles on
     CUDA once `done` units of work ran eagerly reach `after` (eager time about equal to the
     compile time: never much more than twice what hindsight would have chosen)."""
-    mode = (os.environ.get(env) or "auto").strip().lower()
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"{env}={mode!r}: use auto, always or never")
-    if mode != "auto":
-        return mode == "always"
+    chosen = mode(env)
+    if chosen != "auto":
+        return chosen == "always"
     return device.type == "cuda" and done >= after
 
 

@@ -1,5 +1,6 @@
 """Which pieces of a decoder get compiled, and switching compiled calls on and off."""
 
+import pytest
 import torch
 
 from runner.llm.decoding import compiled_parts
@@ -24,3 +25,14 @@ def test_parts_of_a_llama_are_norms_rotary_mlps_and_the_rotary_function(tiny_mod
     assert names == ["LlamaMLP", "LlamaRMSNorm", "LlamaRotaryEmbedding"]
     family = compiled_parts.family_module(model)
     assert family.__name__.endswith("modeling_llama") and callable(family.apply_rotary_pos_emb)
+
+
+def test_mode_reads_the_environment_and_defaults_to_auto(monkeypatch):
+    """Unset or empty is auto; a value is case- and space-insensitive; anything else is refused."""
+    monkeypatch.delenv("RUNNER_TEST_COMPILE", raising=False)
+    assert compiled_parts.mode("RUNNER_TEST_COMPILE") == "auto"
+    monkeypatch.setenv("RUNNER_TEST_COMPILE", " Never ")
+    assert compiled_parts.mode("RUNNER_TEST_COMPILE") == "never"
+    monkeypatch.setenv("RUNNER_TEST_COMPILE", "sometimes")
+    with pytest.raises(ValueError, match="use auto, always or never"):
+        compiled_parts.mode("RUNNER_TEST_COMPILE")

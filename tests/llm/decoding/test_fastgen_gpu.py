@@ -140,3 +140,15 @@ def test_cuda_model_on_the_second_gpu_generates_what_the_first_does(tiny_model, 
     second = loader.load_model({"path": str(tiny_model), "device": "cuda:1", "dtype": "bfloat16"})
     assert torch.cuda.current_device() == 0
     assert generate(second, ids, SAMPLED, 3) == on_first
+
+
+def test_cuda_auto_never_compiles_a_model_the_triton_parts_cover(bf16, lm, monkeypatch):
+    """`auto` keeps the Triton parts for a bf16 Llama however much it generated; a float32
+    model (no Triton parts) still compiles once it passes the threshold."""
+    monkeypatch.delenv(fastgen.COMPILE_ENV, raising=False)
+    for model in (bf16, lm):
+        fastgen.count_generated(model, fastgen.COMPILE_AFTER_TOKENS)
+    assert not fastgen.wants_compiled(bf16, graphs=True)
+    assert fastgen.wants_compiled(lm, graphs=True)
+    monkeypatch.setenv(fastgen.COMPILE_ENV, "always")
+    assert fastgen.wants_compiled(bf16, graphs=True)
