@@ -75,15 +75,15 @@ class Clock:
 def cli(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
     """A quick runner command (status, gate, decide): a fresh process, output captured."""
     return subprocess.run([sys.executable, "-m", "runner", *args, "--state-dir", str(state)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+                          capture_output=True, text=True, cwd=ROOT, timeout=30)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> int:
     """End a runner process we started (its own process group): SIGINT, the CLI's clean
-    interrupt, then SIGKILL of the group after 10 s if it has not ended."""
+    interrupt, then SIGKILL of the group after 8 s if it has not ended."""
     os.killpg(proc.pid, signal.SIGINT)
     try:
-        return proc.wait(timeout=10)
+        return proc.wait(timeout=8)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         return proc.wait()
@@ -351,6 +351,8 @@ def main() -> None:
                         help="one `runner run --wait` process across the gates (default: run, then resume after each gate)")
     parser.add_argument("--decode-compile", choices=["never", "auto", "always"], default="never",
                         help="RUNNER_DECODE_COMPILE for the run (default never: see the module docstring)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed on to `runner run` after the script's own (e.g. instruction.oversample=1.5)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/runner-15k"), help="model and state dir (emptied)")
     args = parser.parse_args()
     clock = Clock(args.limit_s)
@@ -370,13 +372,14 @@ def main() -> None:
         n_params = build_model(model, tiny=False)
     build_s = time.monotonic() - t0
     sets = [f"model_path={model}", f"target_examples={examples}", f"sft.steps={sft_steps}",
-            *(TINY_SETS if args.tiny else [])]
+            *(TINY_SETS if args.tiny else []), *args.sets]
     set_args = [a for s in sets for a in ("--set", s)]
     spec = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
     command = "python bench/gpu/run_15k.py" + (" --tiny" if args.tiny else "") + \
         (f" --examples {args.examples}" if args.examples else "") + \
         (f" --sft-steps {args.sft_steps}" if args.sft_steps else "") + (" --wait" if args.wait else "") + \
-        (f" --decode-compile {args.decode_compile}" if args.decode_compile != "never" else "") + " --out $OUT"
+        (f" --decode-compile {args.decode_compile}" if args.decode_compile != "never" else "") + \
+        "".join(f" --set {s}" for s in args.sets) + " --out $OUT"
     log = args.out / "runner_output.log"
     log.write_text("")
     os.environ["RUNNER_DECODE_COMPILE"] = args.decode_compile  # the runner processes inherit it
