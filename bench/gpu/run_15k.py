@@ -365,7 +365,9 @@ def main() -> None:
     if args.tiny:
         model = ROOT / "fixtures" / "tiny-base"
         from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         n_params = float(sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model).parameters()))
     else:
         model = args.work / "llama-random"
