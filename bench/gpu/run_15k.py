@@ -15,12 +15,8 @@
 
 `--wait` runs the same flow as ONE `runner run --wait` process that holds the model across
 the gates while this script decides them (the runner's wall then includes the script's time at
-the gates, reported beside it). `--decode-compile` sets RUNNER_DECODE_COMPILE for the run,
-default `never`: by default a process that has generated 1M tokens compiles the decoder's
-norms, rotary and MLP into its step graphs (~30 s of compiling, HISTORY.md), a trade set when
-the alternative was eager parts; against today's default Triton parts it gains ~2.5% (41.8k
-against 42.9k tok/s at batch 256, HISTORY.md), so inside a 10-minute run it never pays back.
-The critic's compile (`RUNNER_CRITIC_COMPILE`, 456 -> 652 TFLOP/s) stays at its default.
+the gates, reported beside it). `--decode-compile` sets RUNNER_DECODE_COMPILE for the run; the default
+`auto` (what a user gets) keeps the Triton parts for this bf16 Llama and never compiles it.
 
 A hard wall-clock guard (`--limit-s`, default 560 s for the whole command, model build
 included) interrupts the runner process in flight (SIGINT, then SIGKILL of its process group)
@@ -349,8 +345,8 @@ def main() -> None:
     parser.add_argument("--limit-s", type=float, default=560.0, help="hard wall-clock limit of the whole command")
     parser.add_argument("--wait", action="store_true",
                         help="one `runner run --wait` process across the gates (default: run, then resume after each gate)")
-    parser.add_argument("--decode-compile", choices=["never", "auto", "always"], default="never",
-                        help="RUNNER_DECODE_COMPILE for the run (default never: see the module docstring)")
+    parser.add_argument("--decode-compile", choices=["never", "auto", "always"], default="auto",
+                        help="RUNNER_DECODE_COMPILE for the run (default auto, the runner's default)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="passed on to `runner run` after the script's own (e.g. instruction.oversample=1.5)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/runner-15k"), help="model and state dir (emptied)")
@@ -380,7 +376,7 @@ def main() -> None:
     command = "python bench/gpu/run_15k.py" + (" --tiny" if args.tiny else "") + \
         (f" --examples {args.examples}" if args.examples else "") + \
         (f" --sft-steps {args.sft_steps}" if args.sft_steps else "") + (" --wait" if args.wait else "") + \
-        (f" --decode-compile {args.decode_compile}" if args.decode_compile != "never" else "") + \
+        (f" --decode-compile {args.decode_compile}" if args.decode_compile != "auto" else "") + \
         "".join(f" --set {s}" for s in args.sets) + " --out $OUT"
     log = args.out / "runner_output.log"
     log.write_text("")
