@@ -1,0 +1,222 @@
+"""Build a model's Triton kernels in a helper process while the model loads.
+
+Why a process: a thread that built them beside the model load (the first attempt) shared the
+GIL with the load and finished after the first call had built most kernels itself, and it
+touched process-wide state (transformers' default dtype, the family module's rotary
+function) while the model was being built (bench/RESULTS_issue15.md, section 3). The helper
+is a separate interpreter: its own GIL, nothing shared but Triton's on-disk cache
+(`TRITON_CACHE_DIR`, default ~/.triton/cache), whose writes are atomic (temporary file, then
+rename), so a kernel the parent builds at the same time is simply built twice.
+
+What it builds: `kernel_plan.plan(shape)`, each kernel through the decoder's own wrapper
+call with `warmup` in place of the launch (`kernel_plan.call`), so the cache key is the one
+the parent's first launch computes and the parent finds the binary on disk; and each
+kernel's launcher (a small C module Triton compiles with the system's C compiler, also
+cached on disk). It never touches CUDA: Triton is given the GPU's target explicitly (a
+compile-only driver), so the helper takes no GPU memory and cannot collide with the parent
+on a GPU in exclusive-process mode. The kernels are spread over forked worker processes.
+
+The parent's side (`start`) never waits for the helper and never fails because of it: a
+helper that cannot start, crashes or is slow leaves the parent to build what is missing, as
+without it. A helper still running when the parent exits is ended then.
+
+Run by hand (what `start` runs): python -m runner.llm.decoding.kernel_prebuild SHAPE_JSON
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import structlog
+
+from runner.llm.decoding import kernel_plan
+from runner.llm.decoding.kernel_plan import KernelShape
+
+__all__ = ["Prebuild", "build_all", "build_one", "start"]
+
+_log = structlog.get_logger("runner.llm")
+_MODULES = ("triton_parts", "triton_sampling", "triton_attention")
+
+
+class Prebuild:
+    """A running helper: `wait` for it (benchmarks, tests), `stop` it; `report` once done."""
+
+    def __init__(self, process: subprocess.Popen[str], kernels: list[str]) -> None:
+        self.process, self.kernels = process, kernels
+        self.started = time.perf_counter()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The helper's exit code, or None if it is still running after `timeout` s."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def report(self) -> list[dict[str, Any]]:
+        """One record per kernel the helper built: {kernel, seconds, ok, error?}."""
+        out = self.process.stdout.read() if self.process.stdout else ""
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # a half-written cache entry is only a temporary file
+            self.wait(5)
+
+
+def start(shape: KernelShape | None, workers: int | None = None,
+          env: dict[str, str] | None = None) -> Prebuild | None:
+    """Start the helper for `shape` (None: nothing to build, returns None). Returns at once;
+    any failure to start is logged and gives None."""
+    if shape is None:
+        return None
+    kernels = kernel_plan.plan(shape)
+    try:
+        child_env = dict(os.environ if env is None else env)
+        # Triton's interpreter (set for CPU test runs) would build nothing.
+        child_env.pop("TRITON_INTERPRET", None)
+        argv = [sys.executable, "-m", "runner.llm.decoding.kernel_prebuild",
+                json.dumps(shape.to_json())]
+        if workers is not None:
+            argv.append(str(workers))
+        process = subprocess.Popen(argv, env=child_env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    except Exception as exc:  # the parent builds the kernels itself, as without a helper
+        _log.warning("kernel_prebuild_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        return None
+    helper = Prebuild(process, kernels)
+    atexit.register(helper.stop)
+    _log.info("kernel_prebuild_started", pid=process.pid, kernels=len(kernels))
+    return helper
+
+
+class _CompileOnly:
+    """Triton's driver for a process that compiles for a GPU it never opens."""
+
+    def __init__(self, capability: int) -> None:
+        from triton.backends.compiler import GPUTarget  # noqa: PLC0415 - helper process only
+
+        self.target = GPUTarget("cuda", capability, 32)
+
+    def get_current_device(self) -> int:
+        return 0
+
+    def get_current_stream(self, device: int | None = None) -> int:
+        return 0
+
+    def get_current_target(self) -> Any:
+        return self.target
+
+
+class _Build:
+    """Stands in for a JIT kernel: `kernel[grid](...)` builds it (or does nothing)."""
+
+    def __init__(self, jit: Any, name: str, wanted: str, built: list[str]) -> None:
+        self.jit, self.name, self.wanted, self.built = jit, name, wanted, built
+
+    def __getitem__(self, grid: Any) -> Any:
+        def launch(*args: Any, **kwargs: Any) -> None:
+            if self.name != self.wanted:
+                return
+            compiled = self.jit.warmup(*args, grid=grid, **kwargs)
+            self.built.append(self.name)
+            try:  # the launcher module is cached too; it needs libcuda, absent on CPU hosts
+                from triton.backends.nvidia.driver import CudaLauncher  # noqa: PLC0415
+
+                CudaLauncher(compiled.src, compiled.metadata)
+            except Exception:  # the parent builds it (well under a second)
+                pass
+
+        return launch
+
+
+_JITS: dict[str, Any] = {}  # this process's real JIT kernels, by plan name
+
+
+def _install(wanted: str, built: list[str]) -> None:
+    """Replace the kernels of our modules, in this process, by `_Build` stand-ins."""
+    from runner.llm.decoding import triton_attention, triton_parts, triton_sampling  # noqa: PLC0415
+
+    if not _JITS:
+        _JITS.update({f"parts.{n}": triton_parts._kernel(n) for n in triton_parts.NAMES})
+        _JITS.update({f"sampling.{n}": k for n, k in triton_sampling._kernels().items()})
+        _JITS["attention"] = triton_attention._kernel()
+    for name in triton_parts.NAMES:
+        triton_parts._KERNELS[name] = _Build(_JITS[f"parts.{name}"], f"parts.{name}", wanted,
+                                             built)
+    for name in triton_sampling.SOURCES:
+        triton_sampling._KERNELS[name] = _Build(_JITS[f"sampling.{name}"], f"sampling.{name}",
+                                                wanted, built)
+    triton_attention._KERNELS[:] = [_Build(_JITS["attention"], "attention",
+                                           wanted.partition(".")[0], built)]
+
+
+def build_one(name: str, shape_json: dict[str, Any]) -> dict[str, Any]:
+    """Build kernel `name` of the plan into Triton's cache; a record of how it went."""
+    started = time.perf_counter()
+    shape = KernelShape.from_json(shape_json)
+    try:
+        import triton  # noqa: PLC0415 - helper process only
+
+        triton.runtime.driver.set_active(_CompileOnly(shape.capability))
+        built: list[str] = []
+        _install(name, built)
+        kernel_plan.call(name, shape)()
+        if not built:
+            raise RuntimeError("the wrapper call launched no such kernel")
+        return {"kernel": name, "ok": True, "seconds": round(time.perf_counter() - started, 3)}
+    except Exception as exc:
+        return {"kernel": name, "ok": False, "seconds": round(time.perf_counter() - started, 3),
+                "error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+def _driver_utils() -> None:
+    # Triton's own C helpers (cuda_utils), built once per machine and cache.
+    try:
+        from triton.backends.nvidia.driver import CudaUtils  # noqa: PLC0415
+
+        CudaUtils()
+    except Exception:
+        pass
+
+
+def build_all(shape: KernelShape, workers: int | None = None) -> list[dict[str, Any]]:
+    """Build the plan's kernels over `workers` forked processes (default: half the CPUs)."""
+    names = kernel_plan.plan(shape)
+    # The first build here: it pays Triton's one-time set-up (hashing its own sources for
+    # the cache key, loading the compiler), about a second, which the forked workers then
+    # inherit instead of each paying it again.
+    records = [build_one(names[0], shape.to_json())]
+    rest = names[1:]
+    workers = workers or max(1, min(len(rest), (os.cpu_count() or 2) // 2))
+    import multiprocessing  # noqa: PLC0415
+
+    # Forked after the imports (torch, triton, our modules) and before anything opened a
+    # GPU (nothing here does), so each worker starts at once.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        utils = pool.submit(_driver_utils)
+        records += pool.map(build_one, rest, [shape.to_json()] * len(rest))
+        utils.result()
+    return records
+
+
+def main(argv: list[str]) -> int:
+    shape = KernelShape.from_json(json.loads(argv[0]))
+    workers = int(argv[1]) if len(argv) > 1 else None
+    for record in build_all(shape, workers):
+        print(json.dumps(record), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import triton  # noqa: F401 - before the fork, so workers inherit it
+
+    from runner.llm.decoding import triton_attention, triton_parts, triton_sampling  # noqa: F401
+
+    sys.exit(main(sys.argv[1:]))
