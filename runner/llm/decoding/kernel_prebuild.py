@@ -122,7 +122,8 @@ class _Build:
 
     def __getitem__(self, grid: Any) -> Any:
         def launch(*args: Any, **kwargs: Any) -> None:
-            if self.name != self.wanted:
+            # Only the wanted kernel, once (the search launches some kernels every pass).
+            if self.name != self.wanted or self.name in self.built:
                 return
             compiled = self.jit.warmup(*args, grid=grid, **kwargs)
             self.built.append(self.name)
@@ -209,9 +210,10 @@ def build_all(shape: KernelShape, workers: int | None = None) -> list[dict[str, 
 def main(argv: list[str]) -> int:
     shape = KernelShape.from_json(json.loads(argv[0]))
     workers = int(argv[1]) if len(argv) > 1 else None
-    for record in build_all(shape, workers):
+    records = build_all(shape, workers)
+    for record in records:
         print(json.dumps(record), flush=True)
-    return 0
+    return 0 if all(r["ok"] for r in records) else 1
 
 
 if __name__ == "__main__":

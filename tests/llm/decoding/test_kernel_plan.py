@@ -1,0 +1,96 @@
+"""kernel_plan: the kernels a model builds, as data, and the wrapper call that launches each."""
+
+import pytest
+import torch
+from transformers import LlamaConfig
+
+from runner.llm.decoding import kernel_plan, kernel_prebuild, triton_attention, triton_parts, triton_sampling
+from runner.llm.decoding.kernel_plan import KernelShape
+
+SMALL = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             intermediate_size=512, vocab_size=3000)
+
+
+def _shape(**kw):
+    return kernel_plan.shape_of(LlamaConfig(**SMALL), torch.bfloat16, (9, 0), **kw)
+
+
+def test_shape_of_reads_the_dimensions():
+    """Hidden, heads, KV heads, head dim, MLP width, vocabulary, dtype and the GPU's sm."""
+    shape = _shape(attention_lengths=(300, 320, 64))
+    assert shape == KernelShape(256, 4, 2, 64, 512, 3000, "bfloat16", 90, (64, 304, 320))
+
+
+def test_no_shape_where_no_kernel_runs():
+    """float32, another family or a GPU before sm 8.0: nothing to build."""
+    config = LlamaConfig(**SMALL)
+    assert kernel_plan.shape_of(config, torch.float32, (9, 0)) is None
+    assert kernel_plan.shape_of(config, torch.bfloat16, (7, 5)) is None
+    config.model_type = "gpt2"
+    assert kernel_plan.shape_of(config, torch.bfloat16, (9, 0)) is None
+
+
+def test_plan_is_one_build_per_kernel_and_listed_length():
+    """Three decoder parts, the seven nucleus kernels, the attention once per cache length."""
+    names = kernel_plan.plan(_shape(attention_lengths=(320, 448)))
+    assert names == ["parts.rms_norm", "parts.silu_mul", "parts.rotary",
+                     *(f"sampling.{n}" for n in triton_sampling.SOURCES),
+                     "attention.320", "attention.448"]
+
+
+def test_no_attention_for_head_sizes_the_kernel_does_not_take():
+    """A head dim of 32 keeps SDPA (triton_attention.usable), so it is not planned."""
+    config = LlamaConfig(**{**SMALL, "hidden_size": 128})
+    shape = kernel_plan.shape_of(config, torch.float16, (8, 0), (320,))
+    assert not [n for n in kernel_plan.plan(shape) if n.startswith("attention")]
+
+
+def test_shape_round_trips_through_json():
+    """What the helper process gets on its command line is the same shape."""
+    shape = _shape(attention_lengths=(320,))
+    assert KernelShape.from_json(shape.to_json()) == shape
+
+
+def test_unknown_kernel_is_refused():
+    """A name outside the plan is an error, not a silent no-op."""
+    with pytest.raises(ValueError, match="no kernel"):
+        kernel_plan.call("parts.softmax", _shape())
+
+
+class _Recorder:
+    """A JIT kernel's stand-in that records each build request."""
+
+    def __init__(self):
+        self.calls = []
+
+    def warmup(self, *args, grid, **kwargs):
+        self.calls.append((args, kwargs))
+        return None
+
+
+@pytest.mark.parametrize("name", kernel_plan.plan(_shape(attention_lengths=(320,))))
+def test_each_planned_call_builds_exactly_its_kernel(monkeypatch, name):
+    """The wrapper call of each plan entry reaches that kernel, once, and builds no other."""
+    monkeypatch.setattr(triton_parts, "_KERNELS", {})
+    monkeypatch.setattr(triton_sampling, "_KERNELS", {})
+    monkeypatch.setattr(triton_attention, "_KERNELS", [])
+    jits = {n: _Recorder() for n in kernel_plan.plan(_shape())} | {"attention": _Recorder()}
+    monkeypatch.setattr(kernel_prebuild, "_JITS", jits)
+    built = []
+    kernel_prebuild._install(name, built)
+    kernel_plan.call(name, _shape(attention_lengths=(320,)))()
+    key = "attention" if name.startswith("attention") else name
+    assert built == [key] and len(jits[key].calls) == 1
+    assert all(not j.calls for n, j in jits.items() if n != key)
+
+
+def test_attention_call_uses_the_planned_cache_length(monkeypatch):
+    """The attention stand-in call gives the kernel the listed length (its constexpr)."""
+    monkeypatch.setattr(triton_attention, "_KERNELS", [])
+    rec = _Recorder()
+    monkeypatch.setattr(kernel_prebuild, "_JITS", {"attention": rec, **{
+        n: _Recorder() for n in kernel_plan.plan(_shape())}})
+    kernel_prebuild._install("attention.320", [])
+    kernel_plan.call("attention.320", _shape(attention_lengths=(320,)))()
+    (_args, kwargs), = rec.calls
+    assert kwargs["LENGTH"] == 320 and kwargs["HEAD_DIM"] == 64 and kwargs["GROUP"] == 2
