@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ import structlog
 from runner.llm.decoding import kernel_plan
 from runner.llm.decoding.kernel_plan import KernelShape
 
-__all__ = ["Prebuild", "build_all", "build_one", "start"]
+__all__ = ["Prebuild", "build_all", "build_one", "start", "start_for"]
 
 _log = structlog.get_logger("runner.llm")
 _MODULES = ("triton_parts", "triton_sampling", "triton_attention")
@@ -65,8 +66,13 @@ class Prebuild:
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
     def stop(self) -> None:
+        """End the helper and its workers (its own process group); a half-written cache
+        entry is only a temporary file, never a damaged entry."""
         if self.process.poll() is None:
-            self.process.terminate()  # a half-written cache entry is only a temporary file
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except OSError:  # already gone
+                pass
             self.wait(5)
 
 
@@ -85,8 +91,11 @@ def start(shape: KernelShape | None, workers: int | None = None,
                 json.dumps(shape.to_json())]
         if workers is not None:
             argv.append(str(workers))
+        # Its own session: `stop` ends the helper with the workers it forked, and a Ctrl-C
+        # meant for the run does not reach it mid-write.
         process = subprocess.Popen(argv, env=child_env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                   start_new_session=True)
     except Exception as exc:  # the parent builds the kernels itself, as without a helper
         _log.warning("kernel_prebuild_failed", error=f"{type(exc).__name__}: {exc}"[:300])
         return None
@@ -94,6 +103,35 @@ def start(shape: KernelShape | None, workers: int | None = None,
     atexit.register(helper.stop)
     _log.info("kernel_prebuild_started", pid=process.pid, kernels=len(kernels))
     return helper
+
+
+_STARTED: set[tuple[KernelShape, str]] = set()
+
+
+def start_for(config: Any, dtype: Any, device: Any,
+              attention_lengths: tuple[int, ...] = ()) -> Prebuild | None:
+    """`start` for a model of `config` about to be loaded in `dtype` on `device`, once per
+    shape and Triton cache in a process (the phases call it before `load_model`); None where
+    no kernel would run (CPU, float32, another family, an old GPU, kernels switched off)."""
+    try:
+        from runner.llm.decoding import triton_support  # noqa: PLC0415 - imports triton
+
+        if device.type != "cuda" or not triton_support.available(device):
+            return None
+        import torch  # noqa: PLC0415
+
+        capability = torch.cuda.get_device_capability(device)
+        shape = kernel_plan.shape_of(config, dtype, capability, attention_lengths)
+        if shape is None:
+            return None
+        key = (shape, os.environ.get("TRITON_CACHE_DIR", ""))
+        if key in _STARTED:
+            return None
+        _STARTED.add(key)
+    except Exception as exc:  # the first call builds them, as without a helper
+        _log.warning("kernel_prebuild_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        return None
+    return start(shape)
 
 
 class _CompileOnly:
@@ -159,16 +197,20 @@ def _install(wanted: str, built: list[str]) -> None:
 
 
 def build_one(name: str, shape_json: dict[str, Any]) -> dict[str, Any]:
-    """Build kernel `name` of the plan into Triton's cache; a record of how it went."""
+    """Build kernel `name` of the plan into Triton's cache; a record of how it went.
+
+    For the helper's processes only: it switches this process's Triton to compiling without
+    a GPU and replaces our modules' kernels by build stand-ins (`_install`)."""
     started = time.perf_counter()
-    shape = KernelShape.from_json(shape_json)
     try:
+        shape = KernelShape.from_json(shape_json)
+        launch = kernel_plan.call(name, shape)  # an unknown name fails here, before any change
         import triton  # noqa: PLC0415 - helper process only
 
         triton.runtime.driver.set_active(_CompileOnly(shape.capability))
         built: list[str] = []
         _install(name, built)
-        kernel_plan.call(name, shape)()
+        launch()
         if not built:
             raise RuntimeError("the wrapper call launched no such kernel")
         return {"kernel": name, "ok": True, "seconds": round(time.perf_counter() - started, 3)}

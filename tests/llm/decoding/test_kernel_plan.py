@@ -68,12 +68,17 @@ class _Recorder:
         return None
 
 
-@pytest.mark.parametrize("name", kernel_plan.plan(_shape(attention_lengths=(320,))))
-def test_each_planned_call_builds_exactly_its_kernel(monkeypatch, name):
-    """The wrapper call of each plan entry reaches that kernel, once, and builds no other."""
+@pytest.fixture
+def own_kernels(monkeypatch):
+    """Our modules' kernel tables, restored after the test (`_install` replaces entries)."""
     monkeypatch.setattr(triton_parts, "_KERNELS", {})
     monkeypatch.setattr(triton_sampling, "_KERNELS", {})
     monkeypatch.setattr(triton_attention, "_KERNELS", [])
+
+
+@pytest.mark.parametrize("name", kernel_plan.plan(_shape(attention_lengths=(320,))))
+def test_each_planned_call_builds_exactly_its_kernel(monkeypatch, own_kernels, name):
+    """The wrapper call of each plan entry reaches that kernel, once, and builds no other."""
     jits = {n: _Recorder() for n in kernel_plan.plan(_shape())} | {"attention": _Recorder()}
     monkeypatch.setattr(kernel_prebuild, "_JITS", jits)
     built = []
@@ -84,9 +89,8 @@ def test_each_planned_call_builds_exactly_its_kernel(monkeypatch, name):
     assert all(not j.calls for n, j in jits.items() if n != key)
 
 
-def test_attention_call_uses_the_planned_cache_length(monkeypatch):
+def test_attention_call_uses_the_planned_cache_length(monkeypatch, own_kernels):
     """The attention stand-in call gives the kernel the listed length (its constexpr)."""
-    monkeypatch.setattr(triton_attention, "_KERNELS", [])
     rec = _Recorder()
     monkeypatch.setattr(kernel_prebuild, "_JITS", {"attention": rec, **{
         n: _Recorder() for n in kernel_plan.plan(_shape())}})

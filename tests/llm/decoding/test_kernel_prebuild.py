@@ -68,6 +68,7 @@ def test_build_one_reports_a_failure_instead_of_raising():
     """A kernel that cannot be built is a record with ok False and the error."""
     record = kernel_prebuild.build_one("parts.softmax", _shape().to_json())
     assert record["ok"] is False and "no kernel" in record["error"]
+    assert not kernel_prebuild._JITS  # refused before touching this process's kernels
 
 
 def test_a_broken_helper_changes_no_generated_token(tmp_path, monkeypatch):
@@ -222,3 +223,9 @@ def test_cuda_first_call_builds_nothing_after_the_helper(tmp_path):
                          env=_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_start_for_builds_nothing_for_a_cpu_model():
+    """A model loading on CPU uses no Triton kernel: no helper."""
+    assert kernel_prebuild.start_for(LlamaConfig(**SMALL), torch.bfloat16,
+                                     torch.device("cpu")) is None
