@@ -36,7 +36,7 @@ import torch
 from _llm import bench_dims, build, print_table, sync
 
 from runner.llm.critic.forward import next_token_logits
-from runner.llm.decoding import kernel_plan, kernel_prebuild, triton_attention, triton_support
+from runner.llm.decoding import kernel_plan, kernel_prebuild, triton_support
 from runner.llm.decoding.generation import SamplingParams, generate
 from runner.llm.decoding.step_runner import prebuild_kernels
 
@@ -83,12 +83,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     helper = None
     if args.variant in ("helper", "helper-wait"):
         capability = torch.cuda.get_device_capability() if cuda else (9, 0)
-        # The batch's decode steps use the Triton attention only from MIN_PROGRAMS (row,
-        # KV head) pairs up; this batch has fewer, so no cache length is listed.
-        lengths = ((PROMPT + NEW,) if BATCH * config.num_key_value_heads
-                   >= triton_attention.MIN_PROGRAMS else ())
-        shape = kernel_plan.shape_of(config, torch.bfloat16, capability, lengths)
-        helper = kernel_prebuild.start(shape)
+        # All of the model's kernels, as the phases build them (this batch of 16 does not use
+        # the decode attention: fewer than triton_attention.MIN_PROGRAMS row x KV-head pairs).
+        helper = kernel_prebuild.start(kernel_plan.shape_of(config, torch.bfloat16, capability))
     elif args.variant == "thread":
         device = torch.device("cuda" if cuda else "cpu")
         prebuild_kernels(config, torch.bfloat16, device)

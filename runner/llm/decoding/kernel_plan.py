@@ -6,9 +6,8 @@ builds is one binary per *specialisation*: the kernel, its constexprs, num_warps
 pointer's dtype and alignment, and each unmarked integer argument's type and whether it is
 1 or a multiple of 16. For our kernels (`triton_parts`, `triton_sampling`,
 `triton_attention`) those depend on the model's dimensions and dtype alone, once the
-arguments that vary from call to call are left unspecialised (their `UNSPECIALISED`
-tables), with one exception: the decode attention's cache length is a constexpr, so it is
-built per (prompt width + max_new_tokens), and only listed here for the lengths given.
+arguments that vary from call to call are left unspecialised (the `UNSPECIALISED` tables;
+the decode attention's cache length is a runtime argument).
 
 `plan(shape)` lists the kernels; `call(name, shape)` makes the wrapper call that launches
 kernel `name` (the same `triton_parts.rms_norm`, `triton_sampling.nucleus_draw`, ... the
@@ -47,18 +46,16 @@ class KernelShape:
     vocab: int
     dtype: str  # "bfloat16" | "float16"
     capability: int  # 90 for compute capability 9.0
-    attention_lengths: tuple[int, ...] = ()  # cache lengths the decode attention will see
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> KernelShape:
-        return cls(**{**data, "attention_lengths": tuple(data.get("attention_lengths", ()))})
+        return cls(**data)
 
 
-def shape_of(config: Any, dtype: torch.dtype, capability: tuple[int, int],
-             attention_lengths: tuple[int, ...] = ()) -> KernelShape | None:
+def shape_of(config: Any, dtype: torch.dtype, capability: tuple[int, int]) -> KernelShape | None:
     """The shape of a model of `config` in `dtype` on a GPU of `capability`; None where the
     decoder would use none of our kernels (float32, another family, an older GPU)."""
     name = str(dtype).removeprefix("torch.")
@@ -69,17 +66,16 @@ def shape_of(config: Any, dtype: torch.dtype, capability: tuple[int, int],
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     return KernelShape(config.hidden_size, heads, kv_heads, head_dim, config.intermediate_size,
-                       config.vocab_size, name, capability[0] * 10 + capability[1],
-                       tuple(sorted({-(-n // 16) * 16 for n in attention_lengths})))
+                       config.vocab_size, name, capability[0] * 10 + capability[1])
 
 
 def plan(shape: KernelShape) -> list[str]:
     """The kernels (one specialisation each) a model of `shape` builds when decoding and
-    scoring: the decoder parts, the nucleus draw's kernels, the attention per listed length."""
+    scoring: the decoder parts, the nucleus draw's kernels, the decode attention."""
     names = [f"parts.{n}" for n in triton_parts.NAMES]
     names += [f"sampling.{n}" for n in triton_sampling.SOURCES]
     if shape.head_dim in (64, 128, 256):  # what triton_attention.usable takes
-        names += [f"attention.{n}" for n in shape.attention_lengths]
+        names.append("attention.decode")
     return names
 
 
@@ -108,8 +104,8 @@ def call(name: str, shape: KernelShape) -> Callable[[], Any]:
         logits = empty(2, shape.vocab, dtype=torch.float32)
         keys, step = empty(2, 2, dtype=torch.long), empty(1, dtype=torch.long)
         return lambda: triton_sampling.nucleus_draw(logits, keys, step, 0.7, 0.9)
-    if family == "attention" and what.isdigit():
-        length = int(what)
+    if name == "attention.decode":
+        length = 64  # any multiple of 16, as the runners' cache lengths are
         q = empty(b, 1, shape.heads, d).transpose(1, 2)
         k, v = empty(b, shape.kv_heads, length, d), empty(b, shape.kv_heads, length, d)
         mask = empty(b, 1, 1, length)

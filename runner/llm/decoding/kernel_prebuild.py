@@ -108,8 +108,7 @@ def start(shape: KernelShape | None, workers: int | None = None,
 _STARTED: set[tuple[KernelShape, str]] = set()
 
 
-def start_for(config: Any, dtype: Any, device: Any,
-              attention_lengths: tuple[int, ...] = ()) -> Prebuild | None:
+def start_for(config: Any, dtype: Any, device: Any) -> Prebuild | None:
     """`start` for a model of `config` about to be loaded in `dtype` on `device`, once per
     shape and Triton cache in a process (the phases call it before `load_model`); None where
     no kernel would run (CPU, float32, another family, an old GPU, kernels switched off)."""
@@ -121,7 +120,7 @@ def start_for(config: Any, dtype: Any, device: Any,
         import torch  # noqa: PLC0415
 
         capability = torch.cuda.get_device_capability(device)
-        shape = kernel_plan.shape_of(config, dtype, capability, attention_lengths)
+        shape = kernel_plan.shape_of(config, dtype, capability)
         if shape is None:
             return None
         key = (shape, os.environ.get("TRITON_CACHE_DIR", ""))
@@ -185,15 +184,15 @@ def _install(wanted: str, built: list[str]) -> None:
     if not _JITS:
         _JITS.update({f"parts.{n}": triton_parts._kernel(n) for n in triton_parts.NAMES})
         _JITS.update({f"sampling.{n}": k for n, k in triton_sampling._kernels().items()})
-        _JITS["attention"] = triton_attention._kernel()
+        _JITS["attention.decode"] = triton_attention._kernel()
     for name in triton_parts.NAMES:
         triton_parts._KERNELS[name] = _Build(_JITS[f"parts.{name}"], f"parts.{name}", wanted,
                                              built)
     for name in triton_sampling.SOURCES:
         triton_sampling._KERNELS[name] = _Build(_JITS[f"sampling.{name}"], f"sampling.{name}",
                                                 wanted, built)
-    triton_attention._KERNELS[:] = [_Build(_JITS["attention"], "attention",
-                                           wanted.partition(".")[0], built)]
+    triton_attention._KERNELS[:] = [_Build(_JITS["attention.decode"], "attention.decode",
+                                           wanted, built)]
 
 
 def build_one(name: str, shape_json: dict[str, Any]) -> dict[str, Any]:

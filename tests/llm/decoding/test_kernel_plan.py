@@ -11,14 +11,13 @@ SMALL = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_ke
              intermediate_size=512, vocab_size=3000)
 
 
-def _shape(**kw):
-    return kernel_plan.shape_of(LlamaConfig(**SMALL), torch.bfloat16, (9, 0), **kw)
+def _shape():
+    return kernel_plan.shape_of(LlamaConfig(**SMALL), torch.bfloat16, (9, 0))
 
 
 def test_shape_of_reads_the_dimensions():
     """Hidden, heads, KV heads, head dim, MLP width, vocabulary, dtype and the GPU's sm."""
-    shape = _shape(attention_lengths=(300, 320, 64))
-    assert shape == KernelShape(256, 4, 2, 64, 512, 3000, "bfloat16", 90, (64, 304, 320))
+    assert _shape() == KernelShape(256, 4, 2, 64, 512, 3000, "bfloat16", 90)
 
 
 def test_no_shape_where_no_kernel_runs():
@@ -30,25 +29,23 @@ def test_no_shape_where_no_kernel_runs():
     assert kernel_plan.shape_of(config, torch.bfloat16, (9, 0)) is None
 
 
-def test_plan_is_one_build_per_kernel_and_listed_length():
-    """Three decoder parts, the seven nucleus kernels, the attention once per cache length."""
-    names = kernel_plan.plan(_shape(attention_lengths=(320, 448)))
+def test_plan_is_one_build_per_kernel():
+    """Three decoder parts, the seven nucleus kernels, the decode attention (any length)."""
+    names = kernel_plan.plan(_shape())
     assert names == ["parts.rms_norm", "parts.silu_mul", "parts.rotary",
-                     *(f"sampling.{n}" for n in triton_sampling.SOURCES),
-                     "attention.320", "attention.448"]
+                     *(f"sampling.{n}" for n in triton_sampling.SOURCES), "attention.decode"]
 
 
 def test_no_attention_for_head_sizes_the_kernel_does_not_take():
     """A head dim of 32 keeps SDPA (triton_attention.usable), so it is not planned."""
     config = LlamaConfig(**{**SMALL, "hidden_size": 128})
-    shape = kernel_plan.shape_of(config, torch.float16, (8, 0), (320,))
+    shape = kernel_plan.shape_of(config, torch.float16, (8, 0))
     assert not [n for n in kernel_plan.plan(shape) if n.startswith("attention")]
 
 
 def test_shape_round_trips_through_json():
     """What the helper process gets on its command line is the same shape."""
-    shape = _shape(attention_lengths=(320,))
-    assert KernelShape.from_json(shape.to_json()) == shape
+    assert KernelShape.from_json(_shape().to_json()) == _shape()
 
 
 def test_unknown_kernel_is_refused():
@@ -76,25 +73,25 @@ def own_kernels(monkeypatch):
     monkeypatch.setattr(triton_attention, "_KERNELS", [])
 
 
-@pytest.mark.parametrize("name", kernel_plan.plan(_shape(attention_lengths=(320,))))
+@pytest.mark.parametrize("name", kernel_plan.plan(_shape()))
 def test_each_planned_call_builds_exactly_its_kernel(monkeypatch, own_kernels, name):
     """The wrapper call of each plan entry reaches that kernel, once, and builds no other."""
-    jits = {n: _Recorder() for n in kernel_plan.plan(_shape())} | {"attention": _Recorder()}
+    jits = {n: _Recorder() for n in kernel_plan.plan(_shape())}
     monkeypatch.setattr(kernel_prebuild, "_JITS", jits)
     built = []
     kernel_prebuild._install(name, built)
-    kernel_plan.call(name, _shape(attention_lengths=(320,)))()
-    key = "attention" if name.startswith("attention") else name
-    assert built == [key] and len(jits[key].calls) == 1
-    assert all(not j.calls for n, j in jits.items() if n != key)
+    kernel_plan.call(name, _shape())()
+    assert built == [name] and len(jits[name].calls) == 1
+    assert all(not j.calls for n, j in jits.items() if n != name)
 
 
-def test_attention_call_uses_the_planned_cache_length(monkeypatch, own_kernels):
-    """The attention stand-in call gives the kernel the listed length (its constexpr)."""
-    rec = _Recorder()
-    monkeypatch.setattr(kernel_prebuild, "_JITS", {"attention": rec, **{
-        n: _Recorder() for n in kernel_plan.plan(_shape())}})
-    kernel_prebuild._install("attention.320", [])
-    kernel_plan.call("attention.320", _shape(attention_lengths=(320,)))()
-    (_args, kwargs), = rec.calls
-    assert kwargs["LENGTH"] == 320 and kwargs["HEAD_DIM"] == 64 and kwargs["GROUP"] == 2
+def test_attention_is_built_for_a_runtime_cache_length(monkeypatch, own_kernels):
+    """The attention's cache length is an argument, not a constexpr: one build for all."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the GPU build's signature
+    jits = {n: _Recorder() for n in kernel_plan.plan(_shape())}
+    monkeypatch.setattr(kernel_prebuild, "_JITS", jits)
+    kernel_prebuild._install("attention.decode", [])
+    kernel_plan.call("attention.decode", _shape())()
+    (_args, kwargs), = jits["attention.decode"].calls
+    assert kwargs["length"] % 16 == 0 and "LENGTH" not in kwargs
+    assert kwargs["HEAD_DIM"] == 64 and kwargs["GROUP"] == 2
