@@ -26,13 +26,16 @@ Run by hand (what `start` runs): python -m runner.llm.decoding.kernel_prebuild S
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -40,7 +43,7 @@ import structlog
 from runner.llm.decoding import kernel_plan
 from runner.llm.decoding.kernel_plan import KernelShape
 
-__all__ = ["Prebuild", "build_all", "build_one", "start", "start_for"]
+__all__ = ["Prebuild", "build_all", "build_one", "marker", "start", "start_for"]
 
 _log = structlog.get_logger("runner.llm")
 _MODULES = ("triton_parts", "triton_sampling", "triton_attention")
@@ -76,15 +79,38 @@ class Prebuild:
             self.wait(5)
 
 
+def marker(shape: KernelShape, env: Mapping[str, str]) -> Path:
+    """The file a helper leaves in Triton's cache (`env`'s TRITON_CACHE_DIR, else Triton's
+    default) once it built every kernel of `shape`: named by the shape, the kernels' sources
+    and Triton's version, so a change of any of them builds again."""
+    cache = env.get("TRITON_CACHE_DIR") or os.path.join(
+        env.get("TRITON_HOME") or os.path.expanduser("~"), ".triton", "cache")
+    digest = hashlib.sha256(json.dumps(shape.to_json(), sort_keys=True).encode())
+    here = Path(__file__).resolve().parent
+    for module in _MODULES:
+        digest.update((here / f"{module}.py").read_bytes())
+    try:
+        from importlib.metadata import version  # noqa: PLC0415
+
+        digest.update(version("triton").encode())
+    except Exception:
+        pass
+    return Path(cache) / "runner-prebuilt" / f"{digest.hexdigest()[:32]}.json"
+
+
 def start(shape: KernelShape | None, workers: int | None = None,
           env: dict[str, str] | None = None) -> Prebuild | None:
-    """Start the helper for `shape` (None: nothing to build, returns None). Returns at once;
-    any failure to start is logged and gives None."""
+    """Start the helper for `shape` (None: nothing to build, returns None; nor when an
+    earlier helper built them all into this cache: `marker`). Returns at once; any failure
+    to start is logged and gives None."""
     if shape is None:
         return None
     kernels = kernel_plan.plan(shape)
     try:
         child_env = dict(os.environ if env is None else env)
+        if marker(shape, child_env).exists():
+            _log.info("kernel_prebuild_skipped", reason="built before into this cache")
+            return None
         # Triton's interpreter (set for CPU test runs) would build nothing.
         child_env.pop("TRITON_INTERPRET", None)
         argv = [sys.executable, "-m", "runner.llm.decoding.kernel_prebuild",
@@ -254,7 +280,14 @@ def main(argv: list[str]) -> int:
     records = build_all(shape, workers)
     for record in records:
         print(json.dumps(record), flush=True)
-    return 0 if all(r["ok"] for r in records) else 1
+    if not all(r["ok"] for r in records):
+        return 1
+    done = marker(shape, os.environ)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    part = done.with_suffix(f".{os.getpid()}.tmp")
+    part.write_text(json.dumps({"shape": shape.to_json(), "kernels": records}) + "\n")
+    os.replace(part, done)  # atomic: a marker is there whole or not at all
+    return 0
 
 
 if __name__ == "__main__":

@@ -64,6 +64,25 @@ def test_start_does_not_wait_for_the_helper(tmp_path):
     assert helper.process.poll() is not None
 
 
+def test_no_helper_where_one_built_everything_before(tmp_path):
+    """A cache with an earlier helper's marker for this shape starts no process."""
+    done = kernel_prebuild.marker(_shape(), _env(tmp_path))
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    with capture_logs() as logs:
+        assert kernel_prebuild.start(_shape(), env=_env(tmp_path)) is None
+    assert [e["event"] for e in logs] == ["kernel_prebuild_skipped"]
+
+
+def test_marker_names_the_shape_and_cache():
+    """Another shape or another cache folder is another marker."""
+    other = kernel_plan.KernelShape(512, 8, 2, 64, 1024, 3000, "bfloat16", 90)
+    a = kernel_prebuild.marker(_shape(), {"TRITON_CACHE_DIR": "/c1"})
+    assert a.parent == Path("/c1/runner-prebuilt")
+    assert a != kernel_prebuild.marker(other, {"TRITON_CACHE_DIR": "/c1"})
+    assert a.name == kernel_prebuild.marker(_shape(), {"TRITON_CACHE_DIR": "/c2"}).name
+
+
 def test_build_one_reports_a_failure_instead_of_raising():
     """A kernel that cannot be built is a record with ok False and the error."""
     record = kernel_prebuild.build_one("parts.softmax", _shape().to_json())
@@ -84,6 +103,7 @@ def test_a_broken_helper_changes_no_generated_token(tmp_path, monkeypatch):
     assert helper is not None
     assert generate(lm, rows, sp, seed=3) == alone
     assert helper.wait(120) not in (None, 0)  # it did fail
+    assert not kernel_prebuild.marker(bad, _env(tmp_path)).exists()  # so the next one tries
 
 
 _PARENT = r"""
@@ -167,6 +187,8 @@ def test_helper_builds_exactly_what_the_decoder_asks_for(tmp_path, monkeypatch):
     records = helper.report()
     assert [r["kernel"] for r in records] == kernel_plan.plan(shape)
     assert all(r["ok"] for r in records), records
+    assert kernel_prebuild.marker(shape, _env(cache)).exists()
+    assert kernel_prebuild.start(shape, env=_env(cache)) is None  # nothing left to build
     torch.save(calls, tmp_path / "calls.pt")
     out = subprocess.run([sys.executable, "-c", _PARENT, str(tmp_path / "calls.pt")],
                          env=_env(cache), capture_output=True, text=True, timeout=600)
