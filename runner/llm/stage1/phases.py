@@ -89,7 +89,9 @@ class _Model:
         return self.lm
 
 
-_PREBUILD_WAIT_S = 60.0
+# The helper takes ~5 s on an H200 host, about what the first call would spend building; one
+# still running well past that is stuck, and the first call builds what is missing itself.
+_PREBUILD_WAIT_S = 15.0
 
 
 def _prebuild_kernels(spec: dict[str, Any], phase: str) -> kernel_prebuild.Prebuild | None:
