@@ -32,11 +32,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import structlog
 
@@ -52,9 +53,11 @@ _MODULES = ("triton_parts", "triton_sampling", "triton_attention")
 class Prebuild:
     """A running helper: `wait` for it (benchmarks, tests), `stop` it; `report` once done."""
 
-    def __init__(self, process: subprocess.Popen[str], kernels: list[str]) -> None:
-        self.process, self.kernels = process, kernels
+    def __init__(self, process: subprocess.Popen[str], kernels: list[str], errors: IO[bytes]
+                 ) -> None:
+        self.process, self.kernels, self.errors = process, kernels, errors
         self.started = time.perf_counter()
+        self._records: list[dict[str, Any]] | None = None
 
     def wait(self, timeout: float | None = None) -> int | None:
         """The helper's exit code, or None if it is still running after `timeout` s."""
@@ -65,8 +68,30 @@ class Prebuild:
 
     def report(self) -> list[dict[str, Any]]:
         """One record per kernel the helper built: {kernel, seconds, ok, error?}."""
-        out = self.process.stdout.read() if self.process.stdout else ""
-        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        if self._records is None:
+            out = self.process.stdout.read() if self.process.stdout else ""
+            self._records = [json.loads(line) for line in out.splitlines()
+                             if line.startswith("{")]
+        return self._records
+
+    def finish(self, timeout: float) -> int | None:
+        """Wait up to `timeout` s and log how it went: `kernel_prebuild_done`, or a warning
+        with what failed (the first call then builds what is missing)."""
+        code = self.wait(timeout)
+        seconds = round(time.perf_counter() - self.started, 2)
+        if code is None:
+            _log.warning("kernel_prebuild_failed", error=f"still running after {seconds} s")
+            return None
+        records = self.report()
+        failed = [r for r in records if not r.get("ok")]
+        if code == 0 and not failed:
+            _log.info("kernel_prebuild_done", seconds=seconds, kernels=len(records))
+            return code
+        self.errors.seek(0)
+        tail = self.errors.read().decode(errors="replace")[-300:]
+        why = "; ".join(f"{r['kernel']}: {r.get('error')}" for r in failed)[:300] or tail
+        _log.warning("kernel_prebuild_failed", exit=code, error=why)
+        return code
 
     def stop(self) -> None:
         """End the helper and its workers (its own process group); a half-written cache
@@ -113,6 +138,11 @@ def start(shape: KernelShape | None, workers: int | None = None,
             return None
         # Triton's interpreter (set for CPU test runs) would build nothing.
         child_env.pop("TRITON_INTERPRET", None)
+        # The helper imports this package from where the caller has it.
+        root = str(Path(__file__).resolve().parents[3])
+        child_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (root, child_env.get("PYTHONPATH")) if p)
+        errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty helper never blocks
         argv = [sys.executable, "-m", "runner.llm.decoding.kernel_prebuild",
                 json.dumps(shape.to_json())]
         if workers is not None:
@@ -120,12 +150,12 @@ def start(shape: KernelShape | None, workers: int | None = None,
         # Its own session: `stop` ends the helper with the workers it forked, and a Ctrl-C
         # meant for the run does not reach it mid-write.
         process = subprocess.Popen(argv, env=child_env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                   stdout=subprocess.PIPE, stderr=errors, text=True,
                                    start_new_session=True)
     except Exception as exc:  # the parent builds the kernels itself, as without a helper
         _log.warning("kernel_prebuild_failed", error=f"{type(exc).__name__}: {exc}"[:300])
         return None
-    helper = Prebuild(process, kernels)
+    helper = Prebuild(process, kernels, errors)
     atexit.register(helper.stop)
     _log.info("kernel_prebuild_started", pid=process.pid, kernels=len(kernels))
     return helper

@@ -79,7 +79,7 @@ class _Model:
             if helper is not None:
                 # Its workers build the rest in parallel: sooner than the first call would,
                 # one kernel after another. Bounded, should the helper hang.
-                helper.wait(_PREBUILD_WAIT_S)
+                helper.finish(_PREBUILD_WAIT_S)
             # The full provenance (hashes, dtype, device, chat template removed, sentinel)
             # beside the records, which carry only the model hash.
             path = Path(self.ctx.output_dir) / "model.json"

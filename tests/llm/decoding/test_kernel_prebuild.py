@@ -102,7 +102,10 @@ def test_a_broken_helper_changes_no_generated_token(tmp_path, monkeypatch):
     helper = kernel_prebuild.start(bad, env=_env(tmp_path))
     assert helper is not None
     assert generate(lm, rows, sp, seed=3) == alone
-    assert helper.wait(120) not in (None, 0)  # it did fail
+    with capture_logs() as logs:
+        assert helper.finish(120) not in (None, 0)  # it did fail, and says what failed
+    (event,) = logs
+    assert event["event"] == "kernel_prebuild_failed" and "no-such-dtype" in event["error"]
     assert not kernel_prebuild.marker(bad, _env(tmp_path)).exists()  # so the next one tries
 
 
@@ -183,7 +186,10 @@ def test_helper_builds_exactly_what_the_decoder_asks_for(tmp_path, monkeypatch):
     shape = _shape()
     cache = tmp_path / "cache"
     helper = kernel_prebuild.start(shape, workers=1, env=_env(cache))
-    assert helper is not None and helper.wait(600) == 0
+    assert helper is not None
+    with capture_logs() as logs:
+        assert helper.finish(600) == 0
+    assert [e["event"] for e in logs] == ["kernel_prebuild_done"]
     records = helper.report()
     assert [r["kernel"] for r in records] == kernel_plan.plan(shape)
     assert all(r["ok"] for r in records), records
