@@ -36,9 +36,11 @@ import torch
 from _llm import bench_dims, build, print_table, sync
 
 from runner.llm.critic.forward import next_token_logits
-from runner.llm.decoding import kernel_plan, kernel_prebuild, triton_support
+from runner.llm.decoding import triton_support
 from runner.llm.decoding.generation import SamplingParams, generate
 from runner.llm.decoding.step_runner import prebuild_kernels
+from runner.llm.kernel_prebuild import helper as kernel_prebuild
+from runner.llm.kernel_prebuild import plan as kernel_plan
 
 VARIANTS = ("main", "helper", "helper-wait", "thread")
 BATCH, PROMPT, NEW = 16, 200, 64

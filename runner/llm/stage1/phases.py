@@ -33,8 +33,8 @@ from runner.llm.builtin import (
 )
 from runner.llm.critic import scoring as critic_lib
 from runner.llm.critic.calibration import Judgement, label_bias
-from runner.llm.decoding import kernel_prebuild
 from runner.llm.decoding.generation import Generation, SamplingParams, stream
+from runner.llm.kernel_prebuild import helper as kernel_prebuild
 from runner.llm.loading.contamination import chat_denylist
 from runner.llm.loading.loader import (
     LoadedModel,

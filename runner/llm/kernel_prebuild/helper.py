@@ -20,7 +20,7 @@ The parent's side (`start`) never waits for the helper and never fails because o
 helper that cannot start, crashes or is slow leaves the parent to build what is missing, as
 without it. A helper still running when the parent exits is ended then.
 
-Run by hand (what `start` runs): python -m runner.llm.decoding.kernel_prebuild SHAPE_JSON
+Run by hand (what `start` runs): python -m runner.llm.kernel_prebuild.helper SHAPE_JSON
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from typing import IO, Any
 
 import structlog
 
-from runner.llm.decoding import kernel_plan
-from runner.llm.decoding.kernel_plan import KernelShape
+from runner.llm.kernel_prebuild import plan as kernel_plan
+from runner.llm.kernel_prebuild.plan import KernelShape
 
 __all__ = ["Prebuild", "build_all", "build_one", "marker", "start", "start_for"]
 
@@ -111,9 +111,9 @@ def marker(shape: KernelShape, env: Mapping[str, str]) -> Path:
     cache = env.get("TRITON_CACHE_DIR") or os.path.join(
         env.get("TRITON_HOME") or os.path.expanduser("~"), ".triton", "cache")
     digest = hashlib.sha256(json.dumps(shape.to_json(), sort_keys=True).encode())
-    here = Path(__file__).resolve().parent
+    kernels = Path(__file__).resolve().parents[1] / "decoding"
     for module in _MODULES:
-        digest.update((here / f"{module}.py").read_bytes())
+        digest.update((kernels / f"{module}.py").read_bytes())
     try:
         from importlib.metadata import version  # noqa: PLC0415
 
@@ -143,7 +143,7 @@ def start(shape: KernelShape | None, workers: int | None = None,
         child_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (root, child_env.get("PYTHONPATH")) if p)
         errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty helper never blocks
-        argv = [sys.executable, "-m", "runner.llm.decoding.kernel_prebuild",
+        argv = [sys.executable, "-m", "runner.llm.kernel_prebuild.helper",
                 json.dumps(shape.to_json())]
         if workers is not None:
             argv.append(str(workers))

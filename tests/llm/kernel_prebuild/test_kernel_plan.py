@@ -1,11 +1,13 @@
-"""kernel_plan: the kernels a model builds, as data, and the wrapper call that launches each."""
+"""kernel_prebuild.plan: the kernels a model builds, as data, and the wrapper call that launches each."""
 
 import pytest
 import torch
 from transformers import LlamaConfig
 
-from runner.llm.decoding import kernel_plan, kernel_prebuild, triton_attention, triton_parts, triton_sampling
-from runner.llm.decoding.kernel_plan import KernelShape
+from runner.llm.decoding import triton_attention, triton_parts, triton_sampling
+from runner.llm.kernel_prebuild import helper as kernel_prebuild
+from runner.llm.kernel_prebuild import plan as kernel_plan
+from runner.llm.kernel_prebuild.plan import KernelShape
 
 SMALL = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              intermediate_size=512, vocab_size=3000)

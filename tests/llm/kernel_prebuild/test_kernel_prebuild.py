@@ -1,4 +1,4 @@
-"""kernel_prebuild: the helper process builds what the decoder asks for, and never hurts it."""
+"""kernel_prebuild.helper: the helper process builds what the decoder asks for, and never hurts it."""
 
 import json
 import os
@@ -12,9 +12,11 @@ import torch
 from structlog.testing import capture_logs
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from runner.llm.decoding import kernel_plan, kernel_prebuild, static_kv
+from runner.llm.decoding import static_kv
 from runner.llm.decoding.generation import SamplingParams, generate
 from runner.llm.decoding.sampling import Sampler
+from runner.llm.kernel_prebuild import helper as kernel_prebuild
+from runner.llm.kernel_prebuild import plan as kernel_plan
 from runner.llm.loading.loader import LoadedModel
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -112,7 +114,8 @@ def test_a_broken_helper_changes_no_generated_token(tmp_path, monkeypatch):
 _PARENT = r"""
 import json, sys, functools, torch, triton
 from triton import knobs
-from runner.llm.decoding import kernel_prebuild, triton_parts, triton_sampling, triton_attention
+from runner.llm.decoding import triton_parts, triton_sampling, triton_attention
+from runner.llm.kernel_prebuild import helper as kernel_prebuild
 calls = torch.load(sys.argv[1])
 triton.runtime.driver.set_active(kernel_prebuild._CompileOnly(90))
 heard = []
@@ -210,6 +213,8 @@ _GPU_PARENT = r"""
 import json, sys, torch
 from triton import knobs
 from transformers import LlamaConfig, LlamaForCausalLM
+from runner.llm.kernel_prebuild import helper as kernel_prebuild
+from runner.llm.kernel_prebuild import plan as kernel_plan
 from runner.llm.loading.loader import LoadedModel
 from runner.llm.decoding.generation import SamplingParams, generate
 from runner.llm.critic.forward import next_token_logits
