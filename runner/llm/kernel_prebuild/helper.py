@@ -16,9 +16,11 @@ cached on disk). It never touches CUDA: Triton is given the GPU's target explici
 compile-only driver), so the helper takes no GPU memory and cannot collide with the parent
 on a GPU in exclusive-process mode. The kernels are spread over forked worker processes.
 
-The parent's side (`start`) never waits for the helper and never fails because of it: a
-helper that cannot start, crashes or is slow leaves the parent to build what is missing, as
-without it. A helper still running when the parent exits is ended then.
+The parent's side never fails because of the helper: `start` returns at once (or None), and
+a helper that cannot start, crashes or is slow leaves the parent to build what is missing, as
+without it. The Stage-1 phases wait for it (`finish`) at most 15 s once their model is
+loaded. A helper still running when the parent exits is ended then. Once a helper has built
+every kernel of a shape it leaves a `marker` in the cache, and later processes start none.
 
 Run by hand (what `start` runs): python -m runner.llm.kernel_prebuild.helper SHAPE_JSON
 """
@@ -224,13 +226,14 @@ class _Build:
                 from triton.backends.nvidia.driver import CudaLauncher  # noqa: PLC0415
 
                 CudaLauncher(compiled.src, compiled.metadata)
-            except Exception:  # the parent builds it (well under a second)
-                pass
+            except Exception as exc:  # the parent builds it (well under a second)
+                _LAUNCHERS_MISSED.append(f"{type(exc).__name__}: {exc}"[:200])
 
         return launch
 
 
 _JITS: dict[str, Any] = {}  # this process's real JIT kernels, by plan name
+_LAUNCHERS_MISSED: list[str] = []  # why a launcher was not built, this process
 
 
 def _install(wanted: str, built: list[str]) -> None:
@@ -264,11 +267,13 @@ def build_one(name: str, shape_json: dict[str, Any]) -> dict[str, Any]:
 
         triton.runtime.driver.set_active(_CompileOnly(shape.capability))
         built: list[str] = []
+        _LAUNCHERS_MISSED.clear()
         _install(name, built)
         launch()
         if not built:
             raise RuntimeError("the wrapper call launched no such kernel")
-        return {"kernel": name, "ok": True, "seconds": round(time.perf_counter() - started, 3)}
+        return {"kernel": name, "ok": True, "seconds": round(time.perf_counter() - started, 3),
+                "launcher": _LAUNCHERS_MISSED[-1] if _LAUNCHERS_MISSED else "built"}
     except Exception as exc:
         return {"kernel": name, "ok": False, "seconds": round(time.perf_counter() - started, 3),
                 "error": f"{type(exc).__name__}: {exc}"[:300]}

@@ -249,7 +249,7 @@ def test_cuda_first_call_builds_nothing_after_the_helper(tmp_path):
     helper = kernel_prebuild.start(shape, env=_env(tmp_path))
     assert helper is not None and helper.wait(300) == 0
     print(f"helper: {time.perf_counter() - started:.2f} s")
-    assert all(r["ok"] for r in helper.report()), helper.report()
+    assert all(r["ok"] and r["launcher"] == "built" for r in helper.report()), helper.report()
     out = subprocess.run([sys.executable, "-c", _GPU_PARENT, json.dumps(SMALL)],
                          env=_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
