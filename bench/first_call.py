@@ -29,6 +29,7 @@ import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import structlog
@@ -78,9 +79,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_kernels:
         triton_support.switch_off(RuntimeError("switched off by --no-kernels"),
                                   structlog.get_logger())
-    from transformers import LlamaConfig
-
-    config = LlamaConfig(**bench_dims(args.tiny))
+    # The dimensions alone, not transformers' LlamaConfig: the helper starts before this
+    # process spends seconds importing transformers (as the phases read config.json).
+    config = SimpleNamespace(model_type="llama", **bench_dims(args.tiny))
     cuda = torch.cuda.is_available() and not args.tiny
     helper = None
     if args.variant in ("helper", "helper-wait"):
@@ -89,8 +90,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # the decode attention: fewer than triton_attention.MIN_PROGRAMS row x KV-head pairs).
         helper = kernel_prebuild.start(kernel_plan.shape_of(config, torch.bfloat16, capability))
     elif args.variant == "thread":
+        from transformers import LlamaConfig
+
         device = torch.device("cuda" if cuda else "cpu")
-        prebuild_kernels(config, torch.bfloat16, device)
+        prebuild_kernels(LlamaConfig(**bench_dims(args.tiny)), torch.bfloat16, device)
     lm, _ = build(args.tiny)
     built = time.perf_counter() - started
     waited = None

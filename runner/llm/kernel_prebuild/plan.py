@@ -19,8 +19,11 @@ turned into builds.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -28,7 +31,7 @@ import torch
 from runner.llm.decoding import triton_attention, triton_parts, triton_sampling
 from runner.llm.decoding.static_kv import FAMILIES
 
-__all__ = ["KernelShape", "call", "plan", "shape_of"]
+__all__ = ["KernelShape", "call", "plan", "read_config", "shape_of"]
 
 _HALF = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 _ROWS = 16  # rows of the stand-in calls: a multiple of 16, as most real row counts' products are
@@ -67,6 +70,16 @@ def shape_of(config: Any, dtype: torch.dtype, capability: tuple[int, int]) -> Ke
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     return KernelShape(config.hidden_size, heads, kv_heads, head_dim, config.intermediate_size,
                        config.vocab_size, name, capability[0] * 10 + capability[1])
+
+
+def read_config(path: str | Path) -> SimpleNamespace | None:
+    """The fields of a model folder's config.json that `shape_of` reads, without importing
+    transformers (seconds the helper would otherwise start later); None if there is none."""
+    try:
+        data = json.loads((Path(path).expanduser() / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return SimpleNamespace(**data) if isinstance(data, dict) else None
 
 
 def plan(shape: KernelShape) -> list[str]:

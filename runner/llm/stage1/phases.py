@@ -35,6 +35,7 @@ from runner.llm.critic import scoring as critic_lib
 from runner.llm.critic.calibration import Judgement, label_bias
 from runner.llm.decoding.generation import Generation, SamplingParams, stream
 from runner.llm.kernel_prebuild import helper as kernel_prebuild
+from runner.llm.kernel_prebuild import plan as kernel_plan
 from runner.llm.loading.contamination import chat_denylist
 from runner.llm.loading.loader import (
     LoadedModel,
@@ -96,16 +97,19 @@ _PREBUILD_WAIT_S = 15.0
 
 def _prebuild_kernels(spec: dict[str, Any], phase: str) -> kernel_prebuild.Prebuild | None:
     # The Triton kernels of this model's shape are built in a helper process while the model
-    # loads (kernel_prebuild); this reads only config.json. Anything amiss here is for
+    # loads (runner/llm/kernel_prebuild); this reads only config.json. Anything amiss here is for
     # load_model to report: the first call then builds the kernels itself.
     try:
         device = resolve_device(spec.get("device"), phase)
         if device.type != "cuda":
             return None
-        from transformers import AutoConfig  # noqa: PLC0415 - transformers loads in seconds
+        config = kernel_plan.read_config(str(spec["path"]))
+        if config is None:  # a hub id: its cached config, through transformers
+            from transformers import AutoConfig  # noqa: PLC0415 - transformers loads in seconds
 
-        config = AutoConfig.from_pretrained(str(spec["path"]), local_files_only=True,
-                                            trust_remote_code=bool(spec.get("trust_remote_code")))
+            config = AutoConfig.from_pretrained(
+                str(spec["path"]), local_files_only=True,
+                trust_remote_code=bool(spec.get("trust_remote_code")))
         return kernel_prebuild.start_for(config, resolve_dtype(spec.get("dtype"), device, phase),
                                          device)
     except Exception:

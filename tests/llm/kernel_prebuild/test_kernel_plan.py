@@ -97,3 +97,17 @@ def test_attention_is_built_for_a_runtime_cache_length(monkeypatch, own_kernels)
     (_args, kwargs), = jits["attention.decode"].calls
     assert kwargs["length"] % 16 == 0 and "LENGTH" not in kwargs
     assert kwargs["HEAD_DIM"] == 64 and kwargs["GROUP"] == 2
+
+
+def test_read_config_gives_the_shape_without_transformers(tmp_path):
+    """A model folder's config.json gives the same shape as transformers' config does."""
+    LlamaConfig(**SMALL).to_json_file(tmp_path / "config.json")
+    config = kernel_plan.read_config(tmp_path)
+    assert kernel_plan.shape_of(config, torch.bfloat16, (9, 0)) == _shape()
+
+
+def test_read_config_of_a_folder_without_one_is_none(tmp_path):
+    """No config.json (a hub id, a typo): None, for the caller to fall back on."""
+    assert kernel_plan.read_config(tmp_path / "missing") is None
+    (tmp_path / "config.json").write_text("[1, 2]")
+    assert kernel_plan.read_config(tmp_path) is None
