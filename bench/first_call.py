@@ -5,7 +5,10 @@ Measures, in one fresh process on the benchmark model (`_llm.py`), the first and
 sampling settings) and the first and second critic call (`next_token_logits`, 64 rows of
 200 tokens), under one of these variants of getting the Triton kernels built:
 
-- `main`: as on main: the first call builds what the cache lacks;
+- `main`: as on main: no helper, and Triton specialises `rotary`, `start` and `draw` on
+  their integer arguments as main does (this batch does not use the decode attention, whose
+  runtime length is the branch's other change), so the first call builds what main builds;
+- `fewer`: no helper, this branch's kernels (fewer specialisations);
 - `helper`: `kernel_prebuild.start` before the model is built: a helper process builds the
   kernels into the Triton cache while the model is built; the first call does not wait;
 - `helper-wait`: the same, and the first call waits for the helper first (what the phases
@@ -37,13 +40,13 @@ import torch
 from _llm import bench_dims, build, print_table, sync
 
 from runner.llm.critic.forward import next_token_logits
-from runner.llm.decoding import triton_support
+from runner.llm.decoding import triton_parts, triton_sampling, triton_support
 from runner.llm.decoding.generation import SamplingParams, generate
 from runner.llm.decoding.step_runner import prebuild_kernels
 from runner.llm.kernel_prebuild import helper as kernel_prebuild
 from runner.llm.kernel_prebuild import plan as kernel_plan
 
-VARIANTS = ("main", "helper", "helper-wait", "thread")
+VARIANTS = ("main", "fewer", "helper", "helper-wait", "thread")
 BATCH, PROMPT, NEW = 16, 200, 64
 
 
@@ -76,6 +79,9 @@ class Builds:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     builds = Builds()
+    if args.variant == "main":  # before any kernel is built: they specialise as on main
+        triton_parts.UNSPECIALISED.clear()
+        triton_sampling.UNSPECIALISED.clear()
     if args.no_kernels:
         triton_support.switch_off(RuntimeError("switched off by --no-kernels"),
                                   structlog.get_logger())

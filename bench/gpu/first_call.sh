@@ -11,7 +11,7 @@ mkdir -p "$out"
 rm -f "$out/first_call.jsonl"
 export PYTHONUNBUFFERED=1
 tiny=${FIRST_CALL_TINY:+--tiny}
-variants=${VARIANTS:-main helper helper-wait thread}
+variants=${VARIANTS:-main fewer helper helper-wait}  # and `thread` (issue 15's first try) on request
 for v in $variants; do
   d=$(mktemp -d)
   for c in cold warm; do
