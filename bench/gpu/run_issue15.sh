@@ -17,11 +17,8 @@ echo "== refill on the length mix"
 echo "== instruction generation at 4,000 examples"
 timeout ${INSTR_S:-140} python bench/gpu/bench_instructions.py --out "$out" 2>&1 | quiet \
   | tail -6 | tee "$out/instructions.log"
-echo "== first call (fresh processes: cold kernel cache, then warm; without and with prebuild)"
-d1=$(mktemp -d); d2=$(mktemp -d)
-{ for i in 1 2; do TRITON_CACHE_DIR=$d1 timeout ${FIRST_S:-60} python bench/first_call.py 2>&1; done
-  for i in 1 2; do TRITON_CACHE_DIR=$d2 timeout ${FIRST_S:-60} python bench/first_call.py --prebuild 2>&1; done
-} | grep -E "^kernels|prebuil" | tee "$out/first_call.log"
+echo "== first call (fresh processes: cold kernel cache, then warm; each way of building kernels)"
+OUT="$out" bash bench/gpu/first_call.sh 2>&1 | tee "$out/first_call.log"
 echo "== gpu tests (decoding)"
 timeout ${TESTS_S:-100} python -m pytest -q -m gpu tests/llm/decoding -p no:cacheprovider 2>&1 \
   | tail -12 | tee "$out/gpu_tests.log"

@@ -229,7 +229,8 @@ def prebuild_kernels(config: Any, dtype: torch.dtype, device: torch.device
     family module's rotary function while Triton parts are switched on), so a model loading
     on the main thread at the same time could be built or run with the thread's settings
     (seen on the H200: a bf16/float32 mismatch in the loader's sentinel generate). Only
-    `bench/first_call.py --prebuild` uses it, alone in its process.
+    `bench/first_call.py --variant thread` uses it, alone in its process; the phases use
+    `kernel_prebuild`'s helper process instead.
     """
     if (device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16)
             or getattr(config, "model_type", None) not in FAMILIES

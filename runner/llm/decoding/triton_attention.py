@@ -22,6 +22,7 @@ rely on.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -48,10 +49,37 @@ def usable(query: torch.Tensor, key: torch.Tensor) -> bool:
             and query.shape[-1] in (64, 128, 256) and triton_support.available(query.device))
 
 
+# The cache length is a runtime argument of the kernel built for the GPU (`_decode_source`):
+# one build serves every prompt width and max_new_tokens, so it can be built before the
+# prompts are known (`kernel_prebuild`); as a constexpr it cost a build per batch shape.
+# Triton's interpreter (the CPU tests) cannot loop to a runtime bound, so it runs
+# `_decode_static_source`, which passes the length as a constexpr to the same body.
+_decode_body: Any = None  # triton.jit(_decode_body_source), set by `_kernel`
+
+
 def _decode_source(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, scale, masked_below,  # type: ignore[no-untyped-def]
-                   q_row, q_head, kv_row, kv_head, kv_slot, mask_row, out_row, out_head,
+                   q_row, q_head, kv_row, kv_head, kv_slot, mask_row, out_row, out_head, length,
                    KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
-                   LENGTH: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
+                   HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
+    _decode_body(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, scale, masked_below, q_row, q_head,
+                 kv_row, kv_head, kv_slot, mask_row, out_row, out_head, length, KV_HEADS, GROUP,
+                 GROUP_PAD, HEAD_DIM, BLOCK_N)
+
+
+def _decode_static_source(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, scale, masked_below,  # type: ignore[no-untyped-def]
+                          q_row, q_head, kv_row, kv_head, kv_slot, mask_row, out_row, out_head,
+                          LENGTH: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
+                          GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+                          BLOCK_N: tl.constexpr):
+    _decode_body(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, scale, masked_below, q_row, q_head,
+                 kv_row, kv_head, kv_slot, mask_row, out_row, out_head, LENGTH, KV_HEADS, GROUP,
+                 GROUP_PAD, HEAD_DIM, BLOCK_N)
+
+
+def _decode_body_source(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, scale, masked_below,  # type: ignore[no-untyped-def]
+                        q_row, q_head, kv_row, kv_head, kv_slot, mask_row, out_row, out_head,
+                        length, KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
+                        GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
     pid = tl.program_id(0)
     b = (pid // KV_HEADS).to(tl.int64)
     h = (pid % KV_HEADS).to(tl.int64)
@@ -66,9 +94,9 @@ def _decode_source(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, scale, masked_below, 
     run_max = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     run_sum = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
-    for start in range(0, LENGTH, BLOCK_N):
+    for start in range(0, length, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
-        inside = n < LENGTH
+        inside = n < length
         bias = tl.load(mask_ptr + b * mask_row + n, mask=inside, other=float("-inf"))
         bias = bias.to(tl.float32)
         counts = bias > masked_below  # a masked slot carries the dtype's most negative value
@@ -86,11 +114,17 @@ def _decode_source(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, scale, masked_below, 
              out.to(out_ptr.dtype.element_ty), mask=real[:, None])
 
 
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def _kernel() -> Any:
     if not _KERNELS:  # see triton_sampling._kernel: built on first use, interpreter on CPU
         import triton  # noqa: PLC0415 - Triton is optional: only CUDA builds of the kernel need it
 
-        _KERNELS.append(triton.jit(_decode_source))
+        global _decode_body
+        _decode_body = triton.jit(_decode_body_source)
+        _KERNELS.append(triton.jit(_decode_static_source if _interpreted() else _decode_source))
     return _KERNELS[0]
 
 
@@ -108,11 +142,14 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         raise ValueError(f"decode_attention wants a (batch, {length}) mask, got {tuple(mask.shape)}")
     group = hq // hkv
     out = torch.empty(b, 1, hq, d, dtype=query.dtype, device=query.device)
-    _kernel()[(b * hkv,)](
+    kernel = _kernel()
+    # The GPU build takes the length as its 16th argument; the interpreter's as a constexpr.
+    length_arg = {"LENGTH": length} if _interpreted() else {"length": length}
+    kernel[(b * hkv,)](
         query, key, value, mask, out, float(scale), torch.finfo(mask.dtype).min / 2,
         query.stride(0), query.stride(1), key.stride(0), key.stride(1), key.stride(2),
-        mask.stride(0), out.stride(0), out.stride(2),
+        mask.stride(0), out.stride(0), out.stride(2), **length_arg,
         KV_HEADS=hkv, GROUP=group, GROUP_PAD=max(16, 1 << (group - 1).bit_length()),
-        LENGTH=length, HEAD_DIM=d, BLOCK_N=_BLOCK_N, num_warps=4,
+        HEAD_DIM=d, BLOCK_N=_BLOCK_N, num_warps=4,
     )
     return out

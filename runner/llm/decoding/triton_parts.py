@@ -42,7 +42,8 @@ try:  # as in triton_sampling: the kernels' source needs `tl` as a global
 except ImportError:  # pragma: no cover
     tl = None
 
-__all__ = ["ENABLED", "rms_norm", "rotary", "silu_mul", "switched_on", "usable"]
+__all__ = ["ENABLED", "NAMES", "UNSPECIALISED", "rms_norm", "rotary", "silu_mul", "switched_on",
+           "usable"]
 
 ENABLED = True  # False: `usable` says no, so callers keep the model's own ops (benchmarks)
 # Class-name prefixes of the modules of `static_kv.FAMILIES` (the model types taken).
@@ -51,6 +52,15 @@ _HALF = (torch.bfloat16, torch.float16)
 _MAX_NORM_WIDTH = 16384  # one program holds a whole row
 _BLOCK = 1024  # elements a program of the SiLU product takes
 _KERNELS: dict[str, Any] = {}
+NAMES = ("rms_norm", "silu_mul", "rotary")
+# Integer arguments Triton must not specialise on (it builds a variant for the value 1 and one
+# for multiples of 16 by default). The rotary's strides and sequence length change between
+# the prefill (seq = prompt width), a decode step (seq = 1) and the critic (seq = its bucket
+# width, not always a multiple of 16): unspecialised, one build serves them all. A program
+# loads HEAD_DIM/2 contiguous values per half, one or two a thread, so alignment facts about
+# the strides would not vectorise anything anyway.
+UNSPECIALISED: dict[str, tuple[str, ...]] = {
+    "rotary": ("q_b", "q_h", "q_s", "k_b", "k_h", "k_s", "c_b", "c_s", "seq")}
 
 
 def _rms_norm_source(x_ptr, w_ptr, out_ptr, x_row, out_row, width, eps,  # type: ignore[no-untyped-def]
@@ -109,7 +119,8 @@ def _kernel(name: str) -> Any:
     if name not in _KERNELS:  # see triton_sampling._kernel: built on first use
         import triton  # noqa: PLC0415 - Triton is optional: only CUDA builds of the kernel need it
 
-        _KERNELS[name] = triton.jit(globals()[f"_{name}_source"])
+        _KERNELS[name] = triton.jit(globals()[f"_{name}_source"],
+                                    do_not_specialize=UNSPECIALISED.get(name, ()))
     return _KERNELS[name]
 
 

@@ -50,7 +50,8 @@ try:  # Triton ships with CUDA builds of torch; the kernels' source needs `tl` a
 except ImportError:  # pragma: no cover - CPU builds without Triton use the torch form
     tl = None
 
-__all__ = ["CHUNK", "FULL_PASSES", "WAYS", "available", "nucleus_draw", "passes"]
+__all__ = ["CHUNK", "FULL_PASSES", "SOURCES", "UNSPECIALISED", "WAYS", "available", "nucleus_draw",
+           "passes"]
 
 WAYS = 16  # candidates a search pass evaluates at once (4 bits of the threshold a pass)
 # Search passes over the whole row; then the few probabilities left inside [lo, hi) (about
@@ -243,6 +244,17 @@ def _draw_source(logits_ptr, lse_ptr, lo_ptr, kept_ptr, chunk_kept_ptr, keys_ptr
     tl.store(out_ptr + row, tl.minimum(chunk.to(tl.int64) * CHUNK + below, last))
 
 
+SOURCES = {"stats": _stats_source, "start": _start_source, "mass": _mass_source,
+           "compact": _compact_source, "packed_mass": _packed_mass_source,
+           "narrow": _narrow_source, "draw": _draw_source}
+# Integer arguments Triton must not specialise on (by default it builds one variant for the
+# value 1 and one for multiples of 16): the search's first bound changes with top_p, and the
+# draw's step stride is 0 in the lockstep engine and 1 in the refill engine. Unspecialised,
+# each kernel is built once per vocabulary, whatever the sampling settings or the engine
+# (what `kernel_prebuild` relies on to build them ahead). Both are read once per row.
+UNSPECIALISED: dict[str, tuple[str, ...]] = {"start": ("floor_bits",), "draw": ("step_stride",)}
+
+
 def _kernels() -> dict[str, Any]:
     # Built on first use, so importing this module compiles nothing. With TRITON_INTERPRET=1
     # set before Triton is imported (tests/conftest.py does so on machines without CUDA),
@@ -250,11 +262,8 @@ def _kernels() -> dict[str, Any]:
     if not _KERNELS:
         import triton  # noqa: PLC0415 - Triton is optional: only CUDA builds of the kernel need it
 
-        for name, source in (("stats", _stats_source), ("start", _start_source),
-                             ("mass", _mass_source), ("compact", _compact_source),
-                             ("packed_mass", _packed_mass_source), ("narrow", _narrow_source),
-                             ("draw", _draw_source)):
-            _KERNELS[name] = triton.jit(source)
+        for name, source in SOURCES.items():
+            _KERNELS[name] = triton.jit(source, do_not_specialize=UNSPECIALISED.get(name, ()))
     return _KERNELS
 
 

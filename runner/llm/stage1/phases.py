@@ -34,6 +34,8 @@ from runner.llm.builtin import (
 from runner.llm.critic import scoring as critic_lib
 from runner.llm.critic.calibration import Judgement, label_bias
 from runner.llm.decoding.generation import Generation, SamplingParams, stream
+from runner.llm.kernel_prebuild import helper as kernel_prebuild
+from runner.llm.kernel_prebuild import plan as kernel_plan
 from runner.llm.loading.contamination import chat_denylist
 from runner.llm.loading.loader import (
     LoadedModel,
@@ -73,7 +75,12 @@ class _Model:
 
     def get(self) -> LoadedModel:
         if self.lm is None:
+            helper = _prebuild_kernels(self.spec, self.ctx.phase)
             self.lm = load_model(self.spec, self.ctx.phase)
+            if helper is not None:
+                # Its workers build the rest in parallel: sooner than the first call would,
+                # one kernel after another. Bounded, should the helper hang.
+                helper.finish(_PREBUILD_WAIT_S)
             # The full provenance (hashes, dtype, device, chat template removed, sentinel)
             # beside the records, which carry only the model hash.
             path = Path(self.ctx.output_dir) / "model.json"
@@ -81,6 +88,32 @@ class _Model:
             if self.lm.device.type == "cuda" and hasattr(self.ctx, "mark_cuda"):
                 self.ctx.mark_cuda()
         return self.lm
+
+
+# The helper takes ~5 s on an H200 host, about what the first call would spend building; one
+# still running well past that is stuck, and the first call builds what is missing itself.
+_PREBUILD_WAIT_S = 15.0
+
+
+def _prebuild_kernels(spec: dict[str, Any], phase: str) -> kernel_prebuild.Prebuild | None:
+    # The Triton kernels of this model's shape are built in a helper process while the model
+    # loads (runner/llm/kernel_prebuild); this reads only config.json. Anything amiss here is for
+    # load_model to report: the first call then builds the kernels itself.
+    try:
+        device = resolve_device(spec.get("device"), phase)
+        if device.type != "cuda":
+            return None
+        config = kernel_plan.read_config(str(spec["path"]))
+        if config is None:  # a hub id: its cached config, through transformers
+            from transformers import AutoConfig  # noqa: PLC0415 - transformers loads in seconds
+
+            config = AutoConfig.from_pretrained(
+                str(spec["path"]), local_files_only=True,
+                trust_remote_code=bool(spec.get("trust_remote_code")))
+        return kernel_prebuild.start_for(config, resolve_dtype(spec.get("dtype"), device, phase),
+                                         device)
+    except Exception:
+        return None
 
 
 class _Setup:
