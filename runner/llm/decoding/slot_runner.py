@@ -29,7 +29,7 @@ import torch
 from runner.llm.decoding.sampling import Sampler
 from runner.llm.decoding.static_kv import StaticKV, model_step, prefill_mask
 
-__all__ = ["SlotKV", "SlotRunner"]
+__all__ = ["Block", "SlotKV", "SlotRunner"]
 
 
 class SlotKV(StaticKV):
@@ -52,6 +52,23 @@ class SlotKV(StaticKV):
         keys.scatter_(2, where, key_states)
         values.scatter_(2, where, value_states)
         return keys, values
+
+
+class Block:
+    """A round queued on the device: `tokens()` waits for its copy to the host."""
+
+    def __init__(self, runner: SlotRunner, n: int) -> None:
+        self.runner, self.n = runner, n
+        self.wait_s = 0.0  # seconds `tokens()` blocked on the device (0 when eager)
+
+    def tokens(self) -> list[list[int]]:
+        """Per slot, the tokens of this round (see `SlotRunner.run_block`)."""
+        runner = self.runner
+        if runner.copied is not None:
+            started = time.perf_counter()
+            runner.copied.synchronize()
+            self.wait_s = time.perf_counter() - started
+        return runner.host_out[: self.n + 1].T.tolist()
 
 
 class SlotRunner:
@@ -177,9 +194,11 @@ class SlotRunner:
         self.step.copy_(torch.clamp(self.step + 1, max=self.max_new))
         self.row.add_(1)
 
-    def run_block(self, n: int, log: Any) -> list[list[int]]:
-        """n decode steps (graph replays on CUDA), then per slot its tokens of this round:
-        row 0 (token 0 of rows admitted since the last round) and the n steps."""
+    def run_block(self, n: int, log: Any) -> Block:
+        """Queue n decode steps (graph replays on CUDA) and the copy of their tokens to the
+        host; return at once. `Block.tokens()` waits for them: per slot, row 0 (token 0 of
+        rows admitted since the last round) and the n steps. The host may do other work in
+        between (the refill loop hands finished items to the phase there)."""
         self.row.fill_(1)
         graph = self._capture(log) if self.graphs else None
         for _ in range(n):
@@ -190,8 +209,7 @@ class SlotRunner:
         self.host_out[: n + 1].copy_(self.out[: n + 1], non_blocking=True)
         if self.copied is not None:
             self.copied.record()
-            self.copied.synchronize()
-        return self.host_out[: n + 1].T.tolist()
+        return Block(self, n)
 
     def _snapshot(self) -> tuple[torch.Tensor, ...]:
         return self.step.clone(), self.last.clone(), self.row.clone()
