@@ -71,7 +71,8 @@ def measure(run_id: str, spec: Path, sets: list[str], state: Path, env: dict[str
             "distinct_prompts": len({r["prompt_sha256"] for r in records}),
             "mean_tokens": tokens / max(1, len(records)), "process_s": process_s,
             "refill": {k: v for k, v in timing.items()
-                       if k.endswith("_s") or k in ("rounds", "steps", "prefilled_rows", "slots")},
+                       if k.endswith("_s") or k in ("rounds", "steps", "prefilled_rows", "slots",
+                                                 "prefix_tokens_saved")},
         }
     return out
 
@@ -79,15 +80,16 @@ def measure(run_id: str, spec: Path, sets: list[str], state: Path, env: dict[str
 def markdown(results: dict[str, dict[str, dict[str, Any]]], device: str) -> str:
     lines = [f"Device: {device}. Tokens/s = generated tokens / phase wall seconds.", "",
              "| run | phase | generations | tokens | wall s | load s | tok/s | tok/s w/o load "
-             "| prompts | prefilled | steps | " + " | ".join(f"{k} s" for k in TIMING) + " |",
-             "|" + "---|" * (11 + len(TIMING))]
+             "| prompts | prefilled | prefix tokens spared | steps | " + " | ".join(f"{k} s" for k in TIMING) + " |",
+             "|" + "---|" * (12 + len(TIMING))]
     for run, phases in results.items():
         for name, r in phases.items():
             t = r["refill"]
             lines.append(
                 f"| {run} | {name} | {r['generations']} | {r['tokens']} | {r['wall_s']:.2f} | "
                 f"{r['model_load_s']:.2f} | {r['tok_s']:,.0f} | {r['tok_s_without_load']:,.0f} | "
-                f"{r['distinct_prompts']} | {t.get('prefilled_rows', '')} | {t.get('steps', '')} | "
+                f"{r['distinct_prompts']} | {t.get('prefilled_rows', '')} | {t.get('prefix_tokens_saved', '')} | "
+                f"{t.get('steps', '')} | "
                 + " | ".join(f"{t.get(f'{k}_s', 0.0):.2f}" for k in TIMING) + " |")
     return "\n".join(lines) + "\n"
 

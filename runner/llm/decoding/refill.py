@@ -52,10 +52,14 @@ from runner.llm.decoding.static_kv import static_attention
 from runner.llm.loading.loader import LoadedModel
 from runner.store.batches import row_seed
 
-__all__ = ["BLOCK", "PAD_TO", "Clock", "stream_refill"]
+__all__ = ["BLOCK", "PAD_TO", "PREFIX_MIN", "Clock", "stream_refill"]
 
 _log = structlog.get_logger("runner.llm")
 BLOCK = 8  # decode steps between two looks of the host (and refills)
+# Rows prefilled in one round whose prompts share at least this many leading tokens prefill
+# that prefix once (`SlotRunner._prefill_shared`): the few-shot block of a batch drawn with
+# `fewshot_draw: batch`, whose rows differ in their last instruction.
+PREFIX_MIN = 32
 PAD_TO = 64  # the runner's prompt width is a multiple of this
 
 
@@ -99,12 +103,14 @@ def stream_refill(
     graphs: bool | None = None,
     block: int = BLOCK,
     nucleus: str | None = None,
+    prefix_min: int = PREFIX_MIN,
 ) -> Iterator[tuple[Any, list[Generation]]]:
     """Generate every item's rows through `slots` refilled slots; yield items in order.
 
     `nucleus`: "bisect" (one Triton kernel on CUDA, the default there), "bisect-eager", or
     "sort" (the default elsewhere; the same draws as `fastgen`'s "topk"). `graphs` defaults
-    to CUDA graphs on CUDA and eager steps elsewhere. An item that finished in one round is
+    to CUDA graphs on CUDA and eager steps elsewhere. `prefix_min`: the shortest common
+    prompt prefix the rows of a round prefill once (0: never). An item that finished in one round is
     yielded while the device runs the next round's steps, so the caller's work on it
     (cleaning, writing, committing) overlaps the decoding. At the end, one `refill_timing`
     log line says where the wall time went (`Clock`).
@@ -137,7 +143,9 @@ def stream_refill(
                                      compiled)
                     runner.prompt_of.clear()  # a kept runner's cache may predate this model state
                 with clock("admit"):
-                    clock.prefilled += _admit(runner, st, occupant, free, lm, eos, p)
+                    prefilled, saved = _admit(runner, st, occupant, free, lm, eos, p, prefix_min)
+                clock.prefilled += prefilled
+                clock.prefix_saved += saved
                 with clock("launch"):
                     steps = _steps(occupant, block, p.max_new_tokens)
                     queued = runner.run_block(steps, log)
@@ -178,7 +186,7 @@ class Clock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self.rounds = self.steps = self.prefilled = 0
+        self.rounds = self.steps = self.prefilled = self.prefix_saved = 0
         self.waited = 0.0
         self._started = time.perf_counter()
 
@@ -195,7 +203,7 @@ class Clock:
         out: dict[str, Any] = {f"{k}_s": round(v, 3) for k, v in sorted(self.seconds.items())}
         out.update(total_s=round(time.perf_counter() - self._started, 3),
                    device_wait_s=round(self.waited, 3), rounds=self.rounds, steps=self.steps,
-                   prefilled_rows=self.prefilled)
+                   prefilled_rows=self.prefilled, prefix_tokens_saved=self.prefix_saved)
         return out
 
 
@@ -235,14 +243,16 @@ def _runner(lm: LoadedModel, slots: int, width: int, p: SamplingParams, graphs: 
 
 
 def _admit(runner: SlotRunner, st: _State, occupant: list[_Row | None], free: list[int],
-           lm: LoadedModel, eos: set[int], p: SamplingParams) -> int:
+           lm: LoadedModel, eos: set[int], p: SamplingParams, prefix_min: int
+           ) -> tuple[int, int]:
     """Prefill waiting rows (in order, while they fit the width) into the free slots;
-    return how many rows were prefilled (the others copied a slot holding their prompt)."""
+    return how many rows were prefilled (the others copied a slot holding their prompt) and
+    how many prompt tokens a shared prefix spared them."""
     taken: list[_Row] = []
     while len(taken) < len(free) and st.queue and len(st.queue[0].ids) <= runner.width:
         taken.append(st.queue.popleft())
     if not taken:
-        return 0
+        return 0, 0
     # A row goes to a free slot that already holds its prompt where there is one (nothing to
     # prefill or copy), the others to the remaining free slots in order.
     holding: dict[tuple[int, ...], list[int]] = {}
@@ -264,8 +274,22 @@ def _admit(runner: SlotRunner, st: _State, occupant: list[_Row | None], free: li
         row.fresh = True
         occupant[slot] = row
     sources = _sources(runner, chosen)
-    runner.admit([s for s, _ in chosen], ids, mask, keys, sources)
-    return sum(1 for src in sources if src is None)
+    prefilled = [row for (_, row), src in zip(chosen, sources) if src is None]
+    prefix = _common_prefix(prefilled, prefix_min)
+    runner.admit([s for s, _ in chosen], ids, mask, keys, sources, prefix=prefix)
+    return len(prefilled), len(prefix) * (len(prefilled) - 1) if prefix else 0
+
+
+def _common_prefix(rows: list[_Row], shortest: int) -> tuple[int, ...]:
+    """The leading tokens the prompts of `rows` share (at least `shortest` of them, and one
+    fewer than the shortest prompt, so that every row has a suffix); () if none such."""
+    prompts = list({r.ids: None for r in rows})
+    if shortest < 1 or len(prompts) < 2:
+        return ()
+    low, high = min(prompts), max(prompts)  # what every prompt shares, these two share
+    n = next((k for k, (a, b) in enumerate(zip(low, high)) if a != b), min(len(low), len(high)))
+    n = min(n, min(len(x) for x in prompts) - 1)
+    return low[:n] if n >= shortest else ()
 
 
 def _prompt_tensors(rows: list[_Row], width: int, lm: LoadedModel

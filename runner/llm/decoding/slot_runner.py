@@ -29,7 +29,7 @@ import torch
 from runner.llm.decoding.sampling import Sampler
 from runner.llm.decoding.static_kv import StaticKV, model_step, prefill_mask
 
-__all__ = ["Block", "SlotKV", "SlotRunner"]
+__all__ = ["Block", "PrefixKV", "SlotKV", "SlotRunner"]
 
 
 class SlotKV(StaticKV):
@@ -38,10 +38,23 @@ class SlotKV(StaticKV):
     attends over the prompt alone."""
 
     rows: torch.Tensor | None = None
+    # A suffix prefill (`SlotRunner._prefill_shared`): the first cache position of the rows'
+    # last columns, and which of those columns each row writes (its suffix; the others hold
+    # the copied prefix or padding, and stay as they are).
+    suffix: tuple[int, torch.Tensor] | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
                *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.keys[layer_idx], self.values[layer_idx]
+        if self.rows is not None and self.suffix is not None:
+            start, write = self.suffix
+            stop = start + key_states.shape[2]
+            into = write[:, None, :, None]
+            for cache, new in ((keys, key_states), (values, value_states)):
+                cache[self.rows, :, start:stop] = torch.where(
+                    into, new, cache[self.rows, :, start:stop])
+            # The queries attend over the rows' whole prompts: prefix and suffix.
+            return keys[self.rows, :, :stop], values[self.rows, :, :stop]
         if self.rows is not None:  # prefill of the admitted rows: (n, heads, width, dim)
             width = key_states.shape[2]
             keys[self.rows, :, :width] = key_states
@@ -52,6 +65,23 @@ class SlotKV(StaticKV):
         keys.scatter_(2, where, key_states)
         values.scatter_(2, where, value_states)
         return keys, values
+
+
+class PrefixKV:
+    """A one-row cache for a shared prefix's prefill: each layer's keys and values as the
+    model computed them, attended over as they are."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
+               *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys[layer_idx], self.values[layer_idx] = key_states, value_states
+        return key_states, value_states
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0  # only read when position ids are not given; we always give them
 
 
 class Block:
@@ -119,13 +149,17 @@ class SlotRunner:
         return model
 
     def admit(self, slots: list[int], ids: torch.Tensor, mask: torch.Tensor,
-              keys: torch.Tensor, sources: list[int | None] | None = None) -> None:
+              keys: torch.Tensor, sources: list[int | None] | None = None,
+              prefix: tuple[int, ...] = ()) -> None:
         """Load prompts (left-padded to `width`) into `slots` and sample each one's token 0.
 
         A row whose `sources` entry is a slot holding the same prompt (one loaded earlier, or
         prefilled by this call) copies that slot's prompt KV and last logits instead of
         prefilling again: rows that share a prompt (few-shot examples drawn per batch)
-        prefill it once.
+        prefill it once. `prefix`: token ids every prefilled row's prompt starts with
+        (shorter than each of them); when given and two or more rows are prefilled, the
+        prefix is prefilled once and only each row's own suffix after it
+        (`_prefill_shared`).
         """
         width, dev = self.width, self.device
         sources = sources or [None] * len(slots)
@@ -142,7 +176,9 @@ class SlotRunner:
                               last.expand(-1, self.seen.shape[1] - width)], dim=1)
             self.seen[rows] = seen
         new = [i for i, src in enumerate(sources) if src is None]
-        if new:
+        if new and prefix and len(new) > 1:
+            self._prefill_shared([slots[i] for i in new], ids[new], mask[new], prefix)
+        elif new:
             self._prefill([slots[i] for i in new], ids[new], mask[new])
         copies = [(slots[i], src) for i, src in enumerate(sources) if src is not None]
         if copies:
@@ -174,6 +210,43 @@ class SlotRunner:
         if self.first_logits is None:
             self.first_logits = torch.zeros(self.slots, logits.shape[1], dtype=logits.dtype,
                                             device=self.device)
+        self.first_logits[rows] = logits
+
+    def _prefill_shared(self, slots: list[int], ids: torch.Tensor, mask: torch.Tensor,
+                        prefix: tuple[int, ...]) -> None:
+        """Prefill rows whose prompts all start with `prefix`: the prefix alone once (one
+        row, positions 0..P-1), its keys and values copied into each row's cache at the
+        row's own offset (prompts are left-padded, so a row's prefix starts at width - its
+        length), then the rows' last columns at their positions, attending over the cache,
+        each row writing only its own suffix. What each row's cache and last logits hold is
+        what `_prefill` computes from the whole prompt (the same keys, values and positions)."""
+        dev, width, n_prefix = self.device, self.width, len(prefix)
+        rows = torch.tensor(slots, dtype=torch.long, device=dev)
+        lengths = mask.sum(dim=1)
+        longest = int(lengths.max())  # one host sync; the device is idle at admission
+        tail = max(2, longest - n_prefix)  # two or more query columns: the prefill kernels
+        alone = PrefixKV()
+        model_step(self.model, alone, torch.tensor([prefix], device=dev),
+                   prefill_mask(torch.ones(1, n_prefix, dtype=torch.bool, device=dev),
+                                n_prefix, self.dtype),
+                   torch.arange(n_prefix, device=dev)[None, :])
+        at = (width - lengths)[:, None] + torch.arange(n_prefix, device=dev)[None, :]
+        for layer, k in alone.keys.items():
+            self.cache.keys[layer][rows[:, None], :, at] = k[0].transpose(0, 1)
+            self.cache.values[layer][rows[:, None], :, at] = alone.values[layer][0].transpose(0, 1)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        own = torch.arange(tail, device=dev)[None, :] >= (tail - (lengths - n_prefix))[:, None]
+        start = width - tail
+        self.cache.rows, self.cache.suffix = rows, (start, own)
+        try:
+            logits = model_step(self.model, self.cache, ids[:, start:],
+                                prefill_mask(mask.bool(), width, self.dtype)[:, :, start:],
+                                positions[:, start:])
+        finally:
+            self.cache.rows, self.cache.suffix = None, None
+        if self.first_logits is None:
+            self.first_logits = torch.zeros(self.slots, logits.shape[1], dtype=logits.dtype,
+                                            device=dev)
         self.first_logits[rows] = logits
 
     def _body(self) -> None:
