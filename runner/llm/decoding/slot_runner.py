@@ -24,12 +24,15 @@ import time
 import weakref
 from typing import Any
 
+import structlog
 import torch
 
 from runner.llm.decoding.sampling import Sampler
 from runner.llm.decoding.static_kv import StaticKV, model_step, prefill_mask
 
 __all__ = ["Block", "PrefixKV", "SlotKV", "SlotRunner"]
+
+_log = structlog.get_logger("runner.llm")
 
 
 class SlotKV(StaticKV):
@@ -140,6 +143,7 @@ class SlotRunner:
         self.prompt_of: dict[int, tuple[int, ...]] = {}
         self._graph: torch.cuda.CUDAGraph | None = None
         self._captured = False
+        self.share_prefixes = True  # False once a shared-prefix prefill failed here
 
     @property
     def model(self) -> Any:
@@ -176,9 +180,17 @@ class SlotRunner:
                               last.expand(-1, self.seen.shape[1] - width)], dim=1)
             self.seen[rows] = seen
         new = [i for i, src in enumerate(sources) if src is None]
-        if new and prefix and len(new) > 1:
-            self._prefill_shared([slots[i] for i in new], ids[new], mask[new], prefix)
-        elif new:
+        shared = bool(new and prefix and len(new) > 1 and self.share_prefixes)
+        if shared:
+            try:
+                self._prefill_shared([slots[i] for i in new], ids[new], mask[new], prefix)
+            except RuntimeError as exc:  # a kernel path the split prefill cannot take here
+                if isinstance(exc, torch.cuda.OutOfMemoryError):
+                    raise
+                _log.warning("shared_prefix_unavailable", error=str(exc)[:300])
+                self.share_prefixes = False  # whole prefills from now on (they overwrite all)
+                shared = False
+        if new and not shared:
             self._prefill([slots[i] for i in new], ids[new], mask[new])
         copies = [(slots[i], src) for i, src in enumerate(sources) if src is not None]
         if copies:

@@ -109,3 +109,21 @@ def test_shared_prefix_cache_equals_whole_prefill(lm):
     for a, b in zip(keys_a, keys_b):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(logits_a, logits_b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_failing_shared_prefill_falls_back_to_whole_ones(lm, monkeypatch):
+    """A shared prefill that raises is logged once and replaced by whole prefills: same rows."""
+    from structlog.testing import capture_logs
+
+    work = work_list(lm)
+    whole = run(lm, work, SAMPLED, 4, 0)
+
+    def broken(self, slots, ids, mask, prefix):
+        self.cache.keys[0].fill_(7.0)  # half-written state, which the whole prefill overwrites
+        raise RuntimeError("no kernel for this shape (test)")
+
+    monkeypatch.setattr(SlotRunner, "_prefill_shared", broken)
+    with capture_logs() as logs:
+        got = run(lm, work, SAMPLED, 4, 8)
+    assert got == whole
+    assert [e["event"] for e in logs].count("shared_prefix_unavailable") == 1
