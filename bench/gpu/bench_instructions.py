@@ -3,7 +3,7 @@
 Builds the pilot's random-initialised 1B Llama (`run_pilot.build_model`), then in fresh
 `runner run` processes, one after another:
 
-1. a warm-up run of `responses_1b.yaml` at 64 examples, which builds the Triton kernels of
+1. a warm-up run of `responses_1b.yaml` at 256 examples, which builds the Triton kernels of
    both phases into this machine's cache, as any earlier process on a machine would;
 2. `generate_instructions` alone (`instructions_1b.yaml`), 4,000 examples (8,000 generations
    of at most 48 tokens), `batch_size: 256`, examples drawn per row (`fewshot_draw: row`,
@@ -113,9 +113,12 @@ def main() -> None:
     n = str(args.examples or (200 if args.tiny else 4000))
     slot_counts = [int(x) for x in args.slots.split(",") if x.strip()]
     base = ["--set", f"model_path={model}", "--set", "batch_size=256"]
+    # The warm-up's first batches have the timed runs' prompt widths (and so the attention
+    # kernel's cache length) as nearly as a short run can: batches of 256, as there.
+    warm = "16" if args.tiny else "256"
     runs: dict[str, tuple[Path, list[str]]] = {
-        "warm-up (64 examples)": (RESPONSES, ["--set", f"model_path={model}", "--set",
-                                              "examples=64", "--set", "batch_size=64"]),
+        f"warm-up ({warm} examples)": (RESPONSES, [*base, "--set", f"examples={warm}",
+                                                   "--set", "slots=256"]),
     }
     if not args.skip_row:
         runs["instructions, fewshot_draw row, 256 slots"] = (
