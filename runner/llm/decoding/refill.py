@@ -103,7 +103,7 @@ def stream_refill(
     graphs: bool | None = None,
     block: int = BLOCK,
     nucleus: str | None = None,
-    prefix_min: int = PREFIX_MIN,
+    prefix_min: int | None = None,
 ) -> Iterator[tuple[Any, list[Generation]]]:
     """Generate every item's rows through `slots` refilled slots; yield items in order.
 
@@ -119,6 +119,7 @@ def stream_refill(
         raise ValueError(f"slots must be a positive integer, got {slots!r}")
     log = log or _log
     graphs = lm.device.type == "cuda" if graphs is None else graphs
+    prefix_min = PREFIX_MIN if prefix_min is None else prefix_min
     st, source = _State(), iter(work)
     occupant: list[_Row | None] = [None] * slots
     compiled = fastgen.wants_compiled(lm, graphs)
