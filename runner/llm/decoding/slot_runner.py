@@ -184,7 +184,7 @@ class SlotRunner:
         if shared:
             try:
                 self._prefill_shared([slots[i] for i in new], ids[new], mask[new], prefix)
-            except RuntimeError as exc:  # a kernel path the split prefill cannot take here
+            except Exception as exc:  # a kernel path the split prefill cannot take here
                 if isinstance(exc, torch.cuda.OutOfMemoryError):
                     raise
                 _log.warning("shared_prefix_unavailable", error=str(exc)[:300])
@@ -251,9 +251,9 @@ class SlotRunner:
         start = width - tail
         self.cache.rows, self.cache.suffix = rows, (start, own)
         try:
-            logits = model_step(self.model, self.cache, ids[:, start:],
-                                prefill_mask(mask.bool(), width, self.dtype)[:, :, start:],
-                                positions[:, start:])
+            logits = model_step(self.model, self.cache, ids[:, start:].contiguous(),
+                                prefill_mask(mask.bool(), width, self.dtype)[:, :, start:]
+                                .contiguous(), positions[:, start:].contiguous())
         finally:
             self.cache.rows, self.cache.suffix = None, None
         if self.first_logits is None:
