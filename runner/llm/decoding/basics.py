@@ -16,7 +16,7 @@ import torch
 from runner.llm.loading.loader import LoadedModel
 
 __all__ = ["Generation", "RowStops", "SamplingParams", "StopChecker", "decode_many", "eos_ids",
-           "forward_params", "on_device", "take_rows"]
+           "forward_params", "on_device", "results_of", "take_rows"]
 
 
 @dataclass(frozen=True)
@@ -135,12 +135,24 @@ class RowStops:
 
     def results(self) -> list[Generation]:
         """One Generation a row; a row that never stopped hit max_new_tokens."""
-        texts = decode_many(self.tok, self.out)
-        result = []
-        for ids, how, text in zip(self.out, self.how, texts):
-            how = how or "max_new_tokens"
-            result.append(Generation(text, len(ids), how == "max_new_tokens", how, tuple(ids)))
-        return result
+        return results_of([(self, i) for i in range(len(self.out))])
+
+
+def results_of(rows: list[tuple[RowStops, int]]) -> list[Generation]:
+    """`RowStops.results` of row `i` of each `(stops, i)`, decoded in one call per tokenizer."""
+    texts: list[str] = [""] * len(rows)
+    by_tok: dict[int, list[int]] = {}
+    for n, (rs, _) in enumerate(rows):
+        by_tok.setdefault(id(rs.tok), []).append(n)
+    for ns in by_tok.values():
+        tok = rows[ns[0]][0].tok
+        for n, text in zip(ns, decode_many(tok, [rows[n][0].out[rows[n][1]] for n in ns])):
+            texts[n] = text
+    result = []
+    for (rs, i), text in zip(rows, texts):
+        ids, how = rs.out[i], rs.how[i] or "max_new_tokens"
+        result.append(Generation(text, len(ids), how == "max_new_tokens", how, tuple(ids)))
+    return result
 
 
 def take_rows(rows: list[tuple[RowStops, int]], blocks: list[list[int]]) -> None:

@@ -44,6 +44,7 @@ from runner.llm.decoding.basics import (
     SamplingParams,
     eos_ids,
     on_device,
+    results_of,
     take_rows,
 )
 from runner.llm.decoding.sampling import Sampler, row_keys
@@ -346,15 +347,13 @@ def _take(tokens: list[list[int]], occupant: list[_Row | None], st: _State,
         row.fresh = False
         blocks.append(new[: max_new - len(stops.out[0])])
     take_rows([(stops, 0) for _, _, stops in held], blocks)  # one decode call for the round
-    finished = []
-    for slot, row, stops in held:
-        if stops.how[0] is None and len(stops.out[0]) < max_new:
-            continue
-        gen = stops.results()[0]
+    done = [(slot, row, stops) for slot, row, stops in held
+            if stops.how[0] is not None or len(stops.out[0]) >= max_new]
+    finished = results_of([(stops, 0) for _, _, stops in done])
+    for (slot, row, _), gen in zip(done, finished):
         item = st.items[row.item]
         item.results[row.place] = gen
         item.left -= 1
-        finished.append(gen)
         occupant[slot] = None
     return finished
 
