@@ -57,9 +57,9 @@ __all__ = ["BLOCK", "PAD_TO", "PREFIX_MIN", "Clock", "stream_refill"]
 
 _log = structlog.get_logger("runner.llm")
 BLOCK = 8  # decode steps between two looks of the host (and refills)
-# Rows prefilled in one round whose prompts share at least this many leading tokens prefill
-# that prefix once (`SlotRunner._prefill_shared`): the few-shot block of a batch drawn with
-# `fewshot_draw: batch`, whose rows differ in their last instruction.
+# The rows of one work item prefilled in one round whose prompts share at least this many
+# leading tokens prefill that prefix once (`SlotRunner._prefill_shared`): the few-shot block
+# of a batch drawn with `fewshot_draw: batch`, whose rows differ in their last instruction.
 PREFIX_MIN = 32
 PAD_TO = 64  # the runner's prompt width is a multiple of this
 
@@ -276,10 +276,19 @@ def _admit(runner: SlotRunner, st: _State, occupant: list[_Row | None], free: li
         row.fresh = True
         occupant[slot] = row
     sources = _sources(runner, chosen)
-    prefilled = [row for (_, row), src in zip(chosen, sources) if src is None]
-    prefix = _common_prefix(prefilled, prefix_min)
-    runner.admit([s for s, _ in chosen], ids, mask, keys, sources, prefix=prefix)
-    return len(prefilled), len(prefix) * (len(prefilled) - 1) if prefix else 0
+    # The rows to prefill, by work item: the rows of a batch drawn with `fewshot_draw: batch`
+    # share its few-shot block, whichever other batches' rows a round admits with them.
+    by_item: dict[int, list[_Row]] = {}
+    for (_, row), src in zip(chosen, sources):
+        if src is None:
+            by_item.setdefault(row.item, []).append(row)
+    prefix_of = {item: _common_prefix(rows, prefix_min) for item, rows in by_item.items()}
+    prefixes = [prefix_of[row.item] if src is None else ()
+                for (_, row), src in zip(chosen, sources)]
+    runner.admit([s for s, _ in chosen], ids, mask, keys, sources, prefixes=prefixes)
+    spared = sum(len(prefix_of[i]) * (len(rows) - 1) for i, rows in by_item.items()
+                 if prefix_of[i])
+    return sum(len(rows) for rows in by_item.values()), spared
 
 
 def _common_prefix(rows: list[_Row], shortest: int) -> tuple[int, ...]:

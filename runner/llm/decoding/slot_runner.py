@@ -154,16 +154,15 @@ class SlotRunner:
 
     def admit(self, slots: list[int], ids: torch.Tensor, mask: torch.Tensor,
               keys: torch.Tensor, sources: list[int | None] | None = None,
-              prefix: tuple[int, ...] = ()) -> None:
+              prefixes: list[tuple[int, ...]] | None = None) -> None:
         """Load prompts (left-padded to `width`) into `slots` and sample each one's token 0.
 
         A row whose `sources` entry is a slot holding the same prompt (one loaded earlier, or
         prefilled by this call) copies that slot's prompt KV and last logits instead of
         prefilling again: rows that share a prompt (few-shot examples drawn per batch)
-        prefill it once. `prefix`: token ids every prefilled row's prompt starts with
-        (shorter than each of them); when given and two or more rows are prefilled, the
-        prefix is prefilled once and only each row's own suffix after it
-        (`_prefill_shared`).
+        prefill it once. `prefixes`, per row: token ids its prompt starts with (shorter than
+        it), or (); prefilled rows with the same non-empty prefix, two or more, prefill it
+        once and each only its own suffix after it (`_prefill_shared`).
         """
         width, dev = self.width, self.device
         sources = sources or [None] * len(slots)
@@ -179,19 +178,28 @@ class SlotRunner:
             seen = torch.cat([torch.where(mask.bool(), ids, last),
                               last.expand(-1, self.seen.shape[1] - width)], dim=1)
             self.seen[rows] = seen
-        new = [i for i, src in enumerate(sources) if src is None]
-        shared = bool(new and prefix and len(new) > 1 and self.share_prefixes)
-        if shared:
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, holder in enumerate(sources):
+            if holder is None:
+                prefix = prefixes[i] if prefixes and self.share_prefixes else ()
+                groups.setdefault(prefix, []).append(i)
+        whole = groups.pop((), [])
+        for prefix, members in groups.items():
+            if len(members) < 2 or not self.share_prefixes:
+                whole += members
+                continue
             try:
-                self._prefill_shared([slots[i] for i in new], ids[new], mask[new], prefix)
+                self._prefill_shared([slots[i] for i in members], ids[members], mask[members],
+                                     prefix)
             except Exception as exc:  # a kernel path the split prefill cannot take here
                 if isinstance(exc, torch.cuda.OutOfMemoryError):
                     raise
                 _log.warning("shared_prefix_unavailable", error=str(exc)[:300])
                 self.share_prefixes = False  # whole prefills from now on (they overwrite all)
-                shared = False
-        if new and not shared:
-            self._prefill([slots[i] for i in new], ids[new], mask[new])
+                whole += members
+        if whole:
+            whole.sort()
+            self._prefill([slots[i] for i in whole], ids[whole], mask[whole])
         copies = [(slots[i], src) for i, src in enumerate(sources) if src is not None]
         if copies:
             dst = torch.tensor([d for d, _ in copies], dtype=torch.long, device=dev)

@@ -127,3 +127,16 @@ def test_a_failing_shared_prefill_falls_back_to_whole_ones(lm, monkeypatch):
         got = run(lm, work, SAMPLED, 4, 8)
     assert got == whole
     assert [e["event"] for e in logs].count("shared_prefix_unavailable") == 1
+
+
+def test_rows_of_two_items_in_one_round_share_each_items_prefix(lm, shared_calls):
+    """One round admitting two items with different few-shot blocks prefills each block once
+    (grouped by item, not the round's common prefix), and matches whole prefills."""
+    other = BLOCK.replace("Name a colour.", "Count to three, slowly please.").replace(
+        "Blue.", "One, two, three.")
+    a = lm.encode([BLOCK + e for e in ENDINGS[:3]])
+    b = lm.encode([other + e for e in ENDINGS[2:5]])
+    work = [(0, a, 3), (1, b, 4)]
+    whole = run(lm, work, SAMPLED, 6, 0)
+    assert run(lm, work, SAMPLED, 6, 8) == whole
+    assert sorted(n for n, _ in shared_calls) == [3, 3]

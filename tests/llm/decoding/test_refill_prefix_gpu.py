@@ -68,3 +68,12 @@ def test_cuda_shared_prefix_does_not_depend_on_slots(lm):
     sp = SamplingParams(temperature=0.8, top_p=0.95, repetition_penalty=1.1, max_new_tokens=20)
     work = _work(lm)
     assert _run(lm, work, sp, 2, 8) == _run(lm, work, sp, 8, 8)
+
+
+def test_cuda_two_items_in_one_round_share_their_own_prefixes(lm):
+    """Two items with different few-shot blocks admitted in one round: equal to whole prefills."""
+    sp = SamplingParams(temperature=1.0, top_p=0.9, repetition_penalty=1.2, max_new_tokens=20)
+    other = BLOCK.replace("Name a colour.", "Count to three, slowly please.")
+    work = [(0, lm.encode([BLOCK + e for e in ENDINGS[:3]]), 3),
+            (1, lm.encode([other + e for e in ENDINGS[2:5]]), 4)]
+    assert _run(lm, work, sp, 6, 8) == _run(lm, work, sp, 6, 0)
