@@ -149,8 +149,9 @@ class Meter:
     def __enter__(self) -> Meter:
         meter = self
 
-        def admit(runner, slots, ids, mask, keys, sources=None):
-            t, _ = timed(meter.lm, lambda: meter._admit(runner, slots, ids, mask, keys, sources))
+        def admit(runner, slots, ids, mask, keys, sources=None, **kw):
+            t, _ = timed(meter.lm, lambda: meter._admit(runner, slots, ids, mask, keys, sources,
+                                                        **kw))
             meter.prefill_s += t
             meter.prefill_rows += sum(1 for s in (sources or [None] * len(slots)) if s is None)
 

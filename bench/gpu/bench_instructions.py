@@ -1,75 +1,145 @@
-"""Instruction generation at 4,000 examples (issue 15, item 2): tokens/s, kernel builds excluded.
+"""Both generation phases at 4,000 examples (issue 15, item 2): tokens/s, kernel builds excluded.
 
 Builds the pilot's random-initialised 1B Llama (`run_pilot.build_model`), then in fresh
-processes runs `generate_instructions` with the pilot's `with:` (`instructions_1b.yaml`):
+`runner run` processes, one after another:
 
-1. a small warm-up run (64 examples), which builds the Triton kernels into this machine's
-   cache, as any earlier process on a machine would;
-2. 4,000 examples (8,000 generations of at most 48 tokens), `batch_size: 256`, few-shot
-   examples drawn per row (`fewshot_draw: row`, the default);
-3. the same with `fewshot_draw: batch` (one draw per batch: its rows share one prompt, which
-   the engine prefills once).
+1. a warm-up run of `responses_1b.yaml` at 256 examples, which builds the Triton kernels of
+   both phases into this machine's cache, as any earlier process on a machine would;
+2. `generate_instructions` alone (`instructions_1b.yaml`), 4,000 examples (8,000 generations
+   of at most 48 tokens), `batch_size: 256`, examples drawn per row (`fewshot_draw: row`,
+   the default; the figure main was measured on);
+3. `responses_1b.yaml` at 4,000 examples: `generate_instructions` with `fewshot_draw: batch`,
+   the random model's instructions passed on as kept, then `generate_responses` (4,000 rows
+   of at most 128 tokens, `fewshot_draw: batch`), 256 slots;
+4. the same with 512 slots (`--slots` lists the counts of runs 3 and 4).
 
 Tokens/s = generated tokens (EOS excluded) / the phase's wall seconds, and again over the
-wall seconds less the model load; the phase runs in the refill engine with 256 slots.
+wall seconds less the model load. Each phase's `refill_timing` log line says where its
+refill loop's time went: `device` is the time the host waited for the GPU, every other part
+is host work the GPU did not hide (`caller`: the phase's own work on finished batches, which
+overlaps a round already queued). `--tiny` runs a small model on the CPU through the same
+refill engine (RUNNER_GENERATION=static), to show the script works end to end.
+
 Run (device): python bench/gpu/bench_instructions.py --out $OUT     (--tiny: CPU smoke)
+Writes bench_instructions.json and bench_instructions.md under --out; prints the table last.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 from run_pilot import ROOT, build_model, runner, status
 
-SPEC = ROOT / "bench" / "gpu" / "instructions_1b.yaml"
+INSTRUCTIONS = ROOT / "bench" / "gpu" / "instructions_1b.yaml"
+RESPONSES = ROOT / "bench" / "gpu" / "responses_1b.yaml"
+GENERATION = ("generate_instructions", "generate_responses")
+TIMING = ("pull", "admit", "launch", "device", "take", "caller")
 
 
-def measure(run_id: str, sets: list[str], state: Path) -> dict[str, float]:
-    done = runner("run", str(SPEC), "--run-id", run_id, *sets, state=state)
+def measure(run_id: str, spec: Path, sets: list[str], state: Path, env: dict[str, str]
+            ) -> dict[str, dict[str, Any]]:
+    """Per generation phase of one fresh run: tokens, wall, load, tok/s, the loop's timing."""
+    started = time.monotonic()
+    done = runner("run", str(spec), "--run-id", run_id, *sets, state=state, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{run_id}: exit {done.returncode}\n{done.stderr[-3000:]}")
-    phase = status(run_id, state)["phases"][0]
-    folder = state / run_id / "phases" / "generate_instructions.i1"
-    records = [json.loads(x) for x in (folder / "records.jsonl").read_text().splitlines()]
+    process_s = time.monotonic() - started
     log = [json.loads(x) for x in (state / run_id / "log.jsonl").read_text().splitlines()]
-    load = sum(e.get("seconds", 0.0) for e in log if e.get("event") == "model_loaded")
-    capture = sum(e.get("seconds", 0.0) for e in log if e.get("event") == "fastgen_captured")
-    tokens = sum(r["tokens"] for r in records)
-    wall = phase["wall_s"]
-    return {"generations": len(records), "tokens": tokens, "wall_s": wall, "model_load_s": load,
+    out: dict[str, dict[str, Any]] = {}
+    for phase in status(run_id, state)["phases"]:
+        name = phase["name"]
+        if name not in GENERATION:
+            continue
+        folder = state / run_id / "phases" / f"{name}.i1"
+        records = [json.loads(x) for x in (folder / "records.jsonl").read_text().splitlines()]
+        mine = [e for e in log if e.get("phase") == name]
+        load = sum(e.get("seconds", 0.0) for e in log if e.get("event") == "model_loaded"
+                   and name == "generate_instructions")  # the first phase loads the model
+        capture = sum(e.get("seconds", 0.0) for e in mine if e.get("event") == "fastgen_captured")
+        timing = next((e for e in mine if e.get("event") == "refill_timing"), {})
+        tokens = sum(r["tokens"] for r in records)
+        wall = phase["wall_s"]
+        out[name] = {
+            "generations": len(records), "tokens": tokens, "wall_s": wall, "model_load_s": load,
             "capture_s": capture, "tok_s": tokens / wall, "tok_s_without_load": tokens / (wall - load),
             "distinct_prompts": len({r["prompt_sha256"] for r in records}),
-            "mean_tokens": tokens / len(records)}
+            "mean_tokens": tokens / max(1, len(records)), "process_s": process_s,
+            "refill": {k: v for k, v in timing.items()
+                       if k.endswith("_s") or k in ("rounds", "steps", "prefilled_rows", "slots",
+                                                 "prefix_tokens_saved")},
+        }
+    return out
+
+
+def markdown(results: dict[str, dict[str, dict[str, Any]]], device: str) -> str:
+    lines = [f"Device: {device}. Tokens/s = generated tokens / phase wall seconds.", "",
+             "| run | phase | generations | tokens | wall s | load s | tok/s | tok/s w/o load "
+             "| prompts | prefilled | prefix tokens spared | steps | " + " | ".join(f"{k} s" for k in TIMING) + " |",
+             "|" + "---|" * (12 + len(TIMING))]
+    for run, phases in results.items():
+        for name, r in phases.items():
+            t = r["refill"]
+            lines.append(
+                f"| {run} | {name} | {r['generations']} | {r['tokens']} | {r['wall_s']:.2f} | "
+                f"{r['model_load_s']:.2f} | {r['tok_s']:,.0f} | {r['tok_s_without_load']:,.0f} | "
+                f"{r['distinct_prompts']} | {t.get('prefilled_rows', '')} | {t.get('prefix_tokens_saved', '')} | "
+                f"{t.get('steps', '')} | "
+                + " | ".join(f"{t.get(f'{k}_s', 0.0):.2f}" for k in TIMING) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
-    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--tiny", action="store_true", help="a small model on the CPU (smoke run)")
+    ap.add_argument("--examples", type=int, help="default 4000 (--tiny: 200)")
+    ap.add_argument("--slots", default="256,512", help="slot counts of the batch-draw runs")
+    ap.add_argument("--skip-row", action="store_true", help="leave out the fewshot_draw: row run")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path("/tmp/runner-instr-bench")
     shutil.rmtree(work, ignore_errors=True)
     model, state = work / "llama-random", work / "state"
     build_model(model, args.tiny)
-    base = ["--set", f"model_path={model}"]
-    n, b = ("40", "8") if args.tiny else ("4000", "256")
-    runs = {
-        "warm-up (64 examples)": base + ["--set", "examples=64", "--set", "batch_size=64"],
-        "fewshot_draw: row": base + ["--set", f"examples={n}", "--set", f"batch_size={b}"],
-        "fewshot_draw: batch": base + ["--set", f"examples={n}", "--set", f"batch_size={b}",
-                                       "--set", "instruction.fewshot_draw=batch"],
+    env = dict(os.environ)
+    if args.tiny:
+        env["RUNNER_GENERATION"] = "static"  # the refill engine, run eagerly on the CPU
+    n = str(args.examples or (200 if args.tiny else 4000))
+    slot_counts = [int(x) for x in args.slots.split(",") if x.strip()]
+    base = ["--set", f"model_path={model}", "--set", "batch_size=256"]
+    # The warm-up's first batches have the timed runs' prompt widths (and so the attention
+    # kernel's cache length) as nearly as a short run can: batches of 256, as there.
+    warm = "16" if args.tiny else "256"
+    runs: dict[str, tuple[Path, list[str]]] = {
+        f"warm-up ({warm} examples)": (RESPONSES, [*base, "--set", f"examples={warm}",
+                                                   "--set", "slots=256"]),
     }
-    results = {name: measure(f"r{i}", sets, state) for i, (name, sets) in enumerate(runs.items())}
-    (args.out / "bench_instructions.json").write_text(json.dumps(results, indent=1))
-    print("| run | generations | tokens | wall s | load s | capture s | tok/s | tok/s w/o load | prompts |")
-    for name, r in results.items():
-        print(f"| {name} | {r['generations']} | {r['tokens']} | {r['wall_s']:.2f} | "
-              f"{r['model_load_s']:.2f} | {r['capture_s']:.2f} | {r['tok_s']:,.0f} | "
-              f"{r['tok_s_without_load']:,.0f} | {r['distinct_prompts']} |")
+    if not args.skip_row:
+        runs["instructions, fewshot_draw row, 256 slots"] = (
+            INSTRUCTIONS, [*base, "--set", f"examples={n}"])
+    for slots in slot_counts:
+        runs[f"fewshot_draw batch, {slots} slots"] = (
+            RESPONSES, [*base, "--set", f"examples={n}", "--set", f"slots={slots}"])
+    results = {name: measure(f"r{i}", spec, sets, state, env)
+               for i, (name, (spec, sets)) in enumerate(runs.items())}
+    device = "CPU (--tiny)" if args.tiny else _device()
+    (args.out / "bench_instructions.json").write_text(
+        json.dumps({"device": device, "runs": results}, indent=1))
+    table = markdown(results, device)
+    (args.out / "bench_instructions.md").write_text(table)
+    print(table)
+
+
+def _device() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
 if __name__ == "__main__":

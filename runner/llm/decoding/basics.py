@@ -15,8 +15,8 @@ import torch
 
 from runner.llm.loading.loader import LoadedModel
 
-__all__ = ["Generation", "RowStops", "SamplingParams", "StopChecker", "eos_ids", "forward_params",
-           "on_device"]
+__all__ = ["Generation", "RowStops", "SamplingParams", "StopChecker", "decode_many", "eos_ids",
+           "forward_params", "on_device", "results_of", "take_rows"]
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,18 @@ def on_device(device: torch.device) -> AbstractContextManager[Any]:
 # token: a row ends at its first EOS (the EOS not kept) or at the first token whose decoded
 # tail holds a stop string (`StopChecker`, the stop string kept); whatever a row sampled after
 # that is discarded. To keep the host cheap, a block is first checked with one decode of its
-# span; only a block that holds a stop string is walked token by token to find the one that
-# completed it.
+# span, the spans of every row of a round in one call of the tokenizer's backend
+# (`decode_many`); only a block that holds a stop string is walked token by token to find the
+# one that completed it.
+
+def decode_many(tokenizer: Any, rows: list[list[int]]) -> list[str]:
+    """`tokenizer.decode(row, skip_special_tokens=False)` of each row, in one backend call
+    where the result is the same (a fast tokenizer that cleans up no spaces)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", True) or not rows:
+        return [tokenizer.decode(r, skip_special_tokens=False) for r in rows]
+    return list(backend.decode_batch(rows, skip_special_tokens=False))
+
 
 class RowStops:
     """The host's view of the rows: tokens so far, and why each row stopped."""
@@ -121,36 +131,63 @@ class RowStops:
 
     def take(self, block: list[list[int]]) -> None:
         """Append one block of new tokens per row, stopping rows at EOS or a stop string."""
-        for i, new in enumerate(block):
-            if self.how[i] is not None:
-                continue
-            cut = next((k for k, t in enumerate(new) if t in self.eos), None)
-            start = len(self.out[i])
-            self.out[i].extend(new if cut is None else new[:cut])
-            if self._stop_string(i, start):
-                self.how[i] = "stop_string"
-            elif cut is not None:
-                self.how[i] = "eos"
-
-    def _stop_string(self, i: int, start: int) -> bool:
-        ids, st = self.out[i], self.stopper
-        if not st.stops or len(ids) == start:
-            return False
-        # One decode of the block's span first: most blocks hold no stop string at all.
-        span = self.tok.decode(ids[max(0, start - st.window + 1):], skip_special_tokens=False)
-        if not any(s in span for s in st.stops):
-            return False
-        for n in range(start + 1, len(ids) + 1):  # the token that completes it, as eagerly
-            if st.hit(ids[:n]):
-                del ids[n:]
-                return True
-        return False
+        take_rows([(self, i) for i in range(len(block))], block)
 
     def results(self) -> list[Generation]:
         """One Generation a row; a row that never stopped hit max_new_tokens."""
-        result = []
-        for ids, how in zip(self.out, self.how):
-            how = how or "max_new_tokens"
-            text = self.tok.decode(ids, skip_special_tokens=False)
-            result.append(Generation(text, len(ids), how == "max_new_tokens", how, tuple(ids)))
-        return result
+        return results_of([(self, i) for i in range(len(self.out))])
+
+
+def results_of(rows: list[tuple[RowStops, int]]) -> list[Generation]:
+    """`RowStops.results` of row `i` of each `(stops, i)`, decoded in one call per tokenizer."""
+    texts: list[str] = [""] * len(rows)
+    by_tok: dict[int, list[int]] = {}
+    for n, (rs, _) in enumerate(rows):
+        by_tok.setdefault(id(rs.tok), []).append(n)
+    for ns in by_tok.values():
+        tok = rows[ns[0]][0].tok
+        for n, text in zip(ns, decode_many(tok, [rows[n][0].out[rows[n][1]] for n in ns])):
+            texts[n] = text
+    result = []
+    for (rs, i), text in zip(rows, texts):
+        ids, how = rs.out[i], rs.how[i] or "max_new_tokens"
+        result.append(Generation(text, len(ids), how == "max_new_tokens", how, tuple(ids)))
+    return result
+
+
+def take_rows(rows: list[tuple[RowStops, int]], blocks: list[list[int]]) -> None:
+    """`RowStops.take` for row `i` of each `(stops, i)` with its block: the same rules, with
+    the stop-string check of all the rows decoded in one call per tokenizer."""
+    checks: list[tuple[RowStops, int, int]] = []
+    eos_at: dict[tuple[int, int], bool] = {}
+    for (rs, i), new in zip(rows, blocks):
+        if rs.how[i] is not None:
+            continue
+        cut = next((k for k, t in enumerate(new) if t in rs.eos), None)
+        start = len(rs.out[i])
+        rs.out[i].extend(new if cut is None else new[:cut])
+        eos_at[(id(rs), i)] = cut is not None
+        if rs.stopper.stops and len(rs.out[i]) > start:
+            checks.append((rs, i, start))
+        elif cut is not None:
+            rs.how[i] = "eos"
+    by_tok: dict[int, list[tuple[RowStops, int, int]]] = {}
+    for check in checks:
+        by_tok.setdefault(id(check[0].tok), []).append(check)
+    for group in by_tok.values():
+        spans = [rs.out[i][max(0, start - rs.stopper.window + 1):] for rs, i, start in group]
+        for (rs, i, start), span in zip(group, decode_many(group[0][0].tok, spans)):
+            if any(s in span for s in rs.stopper.stops) and _cut_at_stop(rs, i, start):
+                rs.how[i] = "stop_string"
+            elif eos_at[(id(rs), i)]:
+                rs.how[i] = "eos"
+
+
+def _cut_at_stop(rs: RowStops, i: int, start: int) -> bool:
+    """Cut row i after the token that completes a stop string (as the eager loop finds it)."""
+    ids, st = rs.out[i], rs.stopper
+    for n in range(start + 1, len(ids) + 1):
+        if st.hit(ids[:n]):
+            del ids[n:]
+            return True
+    return False

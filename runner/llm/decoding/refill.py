@@ -26,9 +26,11 @@ string (kept), or `max_new_tokens`.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,17 +38,29 @@ import structlog
 import torch
 
 from runner.llm.decoding import fastgen, triton_parts, triton_sampling, triton_support
-from runner.llm.decoding.basics import Generation, RowStops, SamplingParams, eos_ids, on_device
+from runner.llm.decoding.basics import (
+    Generation,
+    RowStops,
+    SamplingParams,
+    eos_ids,
+    on_device,
+    results_of,
+    take_rows,
+)
 from runner.llm.decoding.sampling import Sampler, row_keys
 from runner.llm.decoding.slot_runner import SlotRunner
 from runner.llm.decoding.static_kv import static_attention
 from runner.llm.loading.loader import LoadedModel
 from runner.store.batches import row_seed
 
-__all__ = ["BLOCK", "PAD_TO", "stream_refill"]
+__all__ = ["BLOCK", "PAD_TO", "PREFIX_MIN", "Clock", "stream_refill"]
 
 _log = structlog.get_logger("runner.llm")
 BLOCK = 8  # decode steps between two looks of the host (and refills)
+# The rows of one work item prefilled in one round whose prompts share at least this many
+# leading tokens prefill that prefix once (`SlotRunner._prefill_shared`): the few-shot block
+# of a batch drawn with `fewshot_draw: batch`, whose rows differ in their last instruction.
+PREFIX_MIN = 32
 PAD_TO = 64  # the runner's prompt width is a multiple of this
 
 
@@ -54,7 +68,7 @@ PAD_TO = 64  # the runner's prompt width is a multiple of this
 class _Row:
     item: int
     place: int
-    ids: list[int]
+    ids: tuple[int, ...]  # rows of one prompt share one tuple (cheap to compare and hash)
     seed: int
     stops: RowStops | None = None
     fresh: bool = False  # admitted since the last block: its token 0 is in row 0
@@ -90,27 +104,35 @@ def stream_refill(
     graphs: bool | None = None,
     block: int = BLOCK,
     nucleus: str | None = None,
+    prefix_min: int | None = None,
 ) -> Iterator[tuple[Any, list[Generation]]]:
     """Generate every item's rows through `slots` refilled slots; yield items in order.
 
     `nucleus`: "bisect" (one Triton kernel on CUDA, the default there), "bisect-eager", or
     "sort" (the default elsewhere; the same draws as `fastgen`'s "topk"). `graphs` defaults
-    to CUDA graphs on CUDA and eager steps elsewhere.
+    to CUDA graphs on CUDA and eager steps elsewhere. `prefix_min`: the shortest common
+    prompt prefix the rows of a round prefill once (0: never). An item that finished in one round is
+    yielded while the device runs the next round's steps, so the caller's work on it
+    (cleaning, writing, committing) overlaps the decoding. At the end, one `refill_timing`
+    log line says where the wall time went (`Clock`).
     """
     if slots < 1:
         raise ValueError(f"slots must be a positive integer, got {slots!r}")
     log = log or _log
     graphs = lm.device.type == "cuda" if graphs is None else graphs
+    prefix_min = PREFIX_MIN if prefix_min is None else prefix_min
     st, source = _State(), iter(work)
     occupant: list[_Row | None] = [None] * slots
     compiled = fastgen.wants_compiled(lm, graphs)
     eos = eos_ids(lm)
     runner: SlotRunner | None = None
+    clock = Clock()
     done_items = 0
     while True:
-        free = [s for s, row in enumerate(occupant) if row is None]
-        while not st.exhausted and len(st.queue) < len(free):
-            _pull(st, source)
+        with clock("pull"):
+            free = [s for s, row in enumerate(occupant) if row is None]
+            while not st.exhausted and len(st.queue) < len(free):
+                _pull(st, source)
         active = len(occupant) - len(free)
         if not active and not st.queue:
             break
@@ -122,21 +144,69 @@ def stream_refill(
                     runner = _runner(lm, len(occupant), width, p, graphs, block, nucleus,
                                      compiled)
                     runner.prompt_of.clear()  # a kept runner's cache may predate this model state
-                _admit(runner, st, occupant, free, lm, eos, p)
-                tokens = runner.run_block(_steps(occupant, block, p.max_new_tokens), log)
+                with clock("admit"):
+                    prefilled, saved = _admit(runner, st, occupant, free, lm, eos, p, prefix_min)
+                clock.prefilled += prefilled
+                clock.prefix_saved += saved
+                with clock("launch"):
+                    steps = _steps(occupant, block, p.max_new_tokens)
+                    queued = runner.run_block(steps, log)
+            # While the device runs the block: hand the finished items to the caller.
+            while done_items in st.items and st.items[done_items].left == 0:
+                item = st.items.pop(done_items)
+                done_items += 1
+                with clock("caller"):
+                    yield item.tag, [g for g in item.results if g is not None]
+            with clock("device"):
+                tokens = queued.tokens()
         except Exception as exc:
             runner = None
             occupant, compiled = _recover(exc, lm, st, occupant, compiled, log)
             continue
-        finished = _take(tokens, occupant, st, p.max_new_tokens)
+        clock.rounds += 1
+        clock.steps += steps
+        clock.waited += queued.wait_s
+        with clock("take"):
+            finished = _take(tokens, occupant, st, p.max_new_tokens)
         if not compiled:
             fastgen.count_generated(lm, sum(g.tokens for g in finished))
         if on_rows is not None and finished:
             on_rows(len(finished))
-        while done_items in st.items and st.items[done_items].left == 0:
-            item = st.items.pop(done_items)
-            done_items += 1
+    while done_items in st.items and st.items[done_items].left == 0:
+        item = st.items.pop(done_items)
+        done_items += 1
+        with clock("caller"):
             yield item.tag, [g for g in item.results if g is not None]
+    log.info("refill_timing", slots=len(occupant), **clock.summary())
+
+
+class Clock:
+    """Wall seconds of the refill loop by part: `pull` (the caller's work list: building and
+    tokenising prompts), `admit` (admission tensors, prefill launches, token 0), `launch`
+    (queueing a block), `device` (waiting for its tokens: the device's work the host did not
+    hide), `take` (stops and bookkeeping), `caller` (the caller's work on yielded items)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.rounds = self.steps = self.prefilled = self.prefix_saved = 0
+        self.waited = 0.0
+        self._started = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, part: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - started
+
+    def summary(self) -> dict[str, Any]:
+        """The log line's fields: seconds per part, the total, and the round counts."""
+        out: dict[str, Any] = {f"{k}_s": round(v, 3) for k, v in sorted(self.seconds.items())}
+        out.update(total_s=round(time.perf_counter() - self._started, 3),
+                   device_wait_s=round(self.waited, 3), rounds=self.rounds, steps=self.steps,
+                   prefilled_rows=self.prefilled, prefix_tokens_saved=self.prefix_saved)
+        return out
 
 
 def _pull(st: _State, source: Iterator[tuple[Any, list[list[int]], int]]) -> None:
@@ -148,7 +218,10 @@ def _pull(st: _State, source: Iterator[tuple[Any, list[list[int]], int]]) -> Non
     n = st.pulled
     st.pulled += 1
     st.items[n] = _Item(tag, [None] * len(prompts), len(prompts))
-    st.queue.extend(_Row(n, i, list(ids), seed) for i, ids in enumerate(prompts))
+    shared: dict[tuple[int, ...], tuple[int, ...]] = {}
+    for i, ids in enumerate(prompts):
+        key = tuple(ids)
+        st.queue.append(_Row(n, i, shared.setdefault(key, key), seed))
 
 
 def _runner(lm: LoadedModel, slots: int, width: int, p: SamplingParams, graphs: bool,
@@ -172,13 +245,16 @@ def _runner(lm: LoadedModel, slots: int, width: int, p: SamplingParams, graphs: 
 
 
 def _admit(runner: SlotRunner, st: _State, occupant: list[_Row | None], free: list[int],
-           lm: LoadedModel, eos: set[int], p: SamplingParams) -> None:
-    """Prefill waiting rows (in order, while they fit the width) into the free slots."""
+           lm: LoadedModel, eos: set[int], p: SamplingParams, prefix_min: int
+           ) -> tuple[int, int]:
+    """Prefill waiting rows (in order, while they fit the width) into the free slots;
+    return how many rows were prefilled (the others copied a slot holding their prompt) and
+    how many prompt tokens a shared prefix spared them."""
     taken: list[_Row] = []
     while len(taken) < len(free) and st.queue and len(st.queue[0].ids) <= runner.width:
         taken.append(st.queue.popleft())
     if not taken:
-        return
+        return 0, 0
     # A row goes to a free slot that already holds its prompt where there is one (nothing to
     # prefill or copy), the others to the remaining free slots in order.
     holding: dict[tuple[int, ...], list[int]] = {}
@@ -187,34 +263,72 @@ def _admit(runner: SlotRunner, st: _State, occupant: list[_Row | None], free: li
             holding.setdefault(runner.prompt_of[slot], []).append(slot)
     placed: list[int | None] = []
     for row in taken:
-        held = holding.get(tuple(row.ids))
+        held = holding.get(row.ids)
         placed.append(held.pop(0) if held else None)
     used = {slot for slot in placed if slot is not None}
     rest = iter(slot for slot in free if slot not in used)
     chosen = [(slot if slot is not None else next(rest), row) for slot, row in zip(placed, taken)]
-    width = runner.width
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    ids, mask = _prompt_tensors([r for _, r in chosen], runner.width, lm)
     rows = [r for _, r in chosen]
-    ids = torch.tensor([[pad] * (width - len(r.ids)) + r.ids for r in rows], device=lm.device)
-    mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows],
-                        device=lm.device)
     keys = row_keys([row_seed(r.seed, r.place) for r in rows], lm.device)
     for slot, row in chosen:  # occupants first: if the prefill fails, `_recover` requeues them
         row.stops = RowStops(lm.tokenizer, eos, 1, p.stop_strings)
         row.fresh = True
         occupant[slot] = row
-    runner.admit([s for s, _ in chosen], ids, mask, keys, _sources(runner, chosen))
+    sources = _sources(runner, chosen)
+    # The rows to prefill, by work item: the rows of a batch drawn with `fewshot_draw: batch`
+    # share its few-shot block, whichever other batches' rows a round admits with them.
+    by_item: dict[int, list[_Row]] = {}
+    for (_, row), src in zip(chosen, sources):
+        if src is None:
+            by_item.setdefault(row.item, []).append(row)
+    prefix_of = {item: _common_prefix(rows, prefix_min) for item, rows in by_item.items()}
+    prefixes = [prefix_of[row.item] if src is None else ()
+                for (_, row), src in zip(chosen, sources)]
+    runner.admit([s for s, _ in chosen], ids, mask, keys, sources, prefixes=prefixes)
+    spared = sum(len(prefix_of[i]) * (len(rows) - 1) for i, rows in by_item.items()
+                 if prefix_of[i])
+    return sum(len(rows) for rows in by_item.values()), spared
+
+
+def _common_prefix(rows: list[_Row], shortest: int) -> tuple[int, ...]:
+    """The leading tokens the prompts of `rows` share (at least `shortest` of them, and one
+    fewer than the shortest prompt, so that every row has a suffix); () if none such."""
+    prompts = list({r.ids: None for r in rows})
+    if shortest < 1 or len(prompts) < 2:
+        return ()
+    low, high = min(prompts), max(prompts)  # what every prompt shares, these two share
+    n = next((k for k, (a, b) in enumerate(zip(low, high)) if a != b), min(len(low), len(high)))
+    n = min(n, min(len(x) for x in prompts) - 1)
+    return low[:n] if n >= shortest else ()
+
+
+def _prompt_tensors(rows: list[_Row], width: int, lm: LoadedModel
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows' prompts left-padded to `width`, and their masks, on the model's device:
+    built once per distinct prompt (rows of a batch often share one) and gathered."""
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    distinct: dict[tuple[int, ...], int] = {}
+    index = [distinct.setdefault(r.ids, len(distinct)) for r in rows]
+    prompts = list(distinct)
+    ids = torch.tensor([[pad] * (width - len(x)) + list(x) for x in prompts])
+    lengths = torch.tensor([len(x) for x in prompts])
+    mask = (torch.arange(width)[None, :] >= width - lengths[:, None]).long()
+    if len(prompts) < len(rows):
+        at = torch.tensor(index)
+        ids, mask = ids[at], mask[at]
+    return ids.to(lm.device), mask.to(lm.device)
 
 
 def _sources(runner: SlotRunner, chosen: list[tuple[int, _Row]]) -> list[int | None]:
     """Per admitted row, a slot whose cache holds the same prompt (else None: prefill it)."""
     for slot, row in chosen:  # a slot loaded with another prompt no longer holds its old one
-        if runner.prompt_of.get(slot) != tuple(row.ids):
+        if runner.prompt_of.get(slot) != row.ids:
             runner.prompt_of.pop(slot, None)
     holder = {prompt: slot for slot, prompt in runner.prompt_of.items()}
     sources: list[int | None] = []
     for slot, row in chosen:
-        prompt = tuple(row.ids)
+        prompt = row.ids
         sources.append(holder.get(prompt))
         holder.setdefault(prompt, slot)
         runner.prompt_of[slot] = prompt
@@ -234,21 +348,22 @@ def _steps(occupant: list[_Row | None], block: int, max_new: int) -> int:
 def _take(tokens: list[list[int]], occupant: list[_Row | None], st: _State,
           max_new: int) -> list[Generation]:
     """Hand each row its new tokens; free the slots of rows that stopped."""
-    finished = []
-    for slot, row in enumerate(occupant):
-        if row is None or row.stops is None:
-            continue
+    held = [(slot, row, row.stops) for slot, row in enumerate(occupant)
+            if row is not None and row.stops is not None]
+    blocks = []
+    for slot, row, stops in held:
         new = tokens[slot] if row.fresh else tokens[slot][1:]
         row.fresh = False
-        have = len(row.stops.out[0])
-        row.stops.take([new[: max_new - have]])
-        if row.stops.done() or len(row.stops.out[0]) >= max_new:
-            gen = row.stops.results()[0]
-            item = st.items[row.item]
-            item.results[row.place] = gen
-            item.left -= 1
-            finished.append(gen)
-            occupant[slot] = None
+        blocks.append(new[: max_new - len(stops.out[0])])
+    take_rows([(stops, 0) for _, _, stops in held], blocks)  # one decode call for the round
+    done = [(slot, row, stops) for slot, row, stops in held
+            if stops.how[0] is not None or len(stops.out[0]) >= max_new]
+    finished = results_of([(stops, 0) for _, _, stops in done])
+    for (slot, row, _), gen in zip(done, finished):
+        item = st.items[row.item]
+        item.results[row.place] = gen
+        item.left -= 1
+        occupant[slot] = None
     return finished
 
 

@@ -24,12 +24,15 @@ import time
 import weakref
 from typing import Any
 
+import structlog
 import torch
 
 from runner.llm.decoding.sampling import Sampler
 from runner.llm.decoding.static_kv import StaticKV, model_step, prefill_mask
 
-__all__ = ["SlotKV", "SlotRunner"]
+__all__ = ["Block", "PrefixKV", "SlotKV", "SlotRunner"]
+
+_log = structlog.get_logger("runner.llm")
 
 
 class SlotKV(StaticKV):
@@ -38,10 +41,23 @@ class SlotKV(StaticKV):
     attends over the prompt alone."""
 
     rows: torch.Tensor | None = None
+    # A suffix prefill (`SlotRunner._prefill_shared`): the first cache position of the rows'
+    # last columns, and which of those columns each row writes (its suffix; the others hold
+    # the copied prefix or padding, and stay as they are).
+    suffix: tuple[int, torch.Tensor] | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
                *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.keys[layer_idx], self.values[layer_idx]
+        if self.rows is not None and self.suffix is not None:
+            start, write = self.suffix
+            stop = start + key_states.shape[2]
+            into = write[:, None, :, None]
+            for cache, new in ((keys, key_states), (values, value_states)):
+                cache[self.rows, :, start:stop] = torch.where(
+                    into, new, cache[self.rows, :, start:stop])
+            # The queries attend over the rows' whole prompts: prefix and suffix.
+            return keys[self.rows, :, :stop], values[self.rows, :, :stop]
         if self.rows is not None:  # prefill of the admitted rows: (n, heads, width, dim)
             width = key_states.shape[2]
             keys[self.rows, :, :width] = key_states
@@ -52,6 +68,40 @@ class SlotKV(StaticKV):
         keys.scatter_(2, where, key_states)
         values.scatter_(2, where, value_states)
         return keys, values
+
+
+class PrefixKV:
+    """A one-row cache for a shared prefix's prefill: each layer's keys and values as the
+    model computed them, attended over as they are."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
+               *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys[layer_idx], self.values[layer_idx] = key_states, value_states
+        return key_states, value_states
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0  # only read when position ids are not given; we always give them
+
+
+class Block:
+    """A round queued on the device: `tokens()` waits for its copy to the host."""
+
+    def __init__(self, runner: SlotRunner, n: int) -> None:
+        self.runner, self.n = runner, n
+        self.wait_s = 0.0  # seconds `tokens()` blocked on the device (0 when eager)
+
+    def tokens(self) -> list[list[int]]:
+        """Per slot, the tokens of this round (see `SlotRunner.run_block`)."""
+        runner = self.runner
+        if runner.copied is not None:
+            started = time.perf_counter()
+            runner.copied.synchronize()
+            self.wait_s = time.perf_counter() - started
+        return runner.host_out[: self.n + 1].T.tolist()
 
 
 class SlotRunner:
@@ -93,6 +143,7 @@ class SlotRunner:
         self.prompt_of: dict[int, tuple[int, ...]] = {}
         self._graph: torch.cuda.CUDAGraph | None = None
         self._captured = False
+        self.share_prefixes = True  # False once a shared-prefix prefill failed here
 
     @property
     def model(self) -> Any:
@@ -102,13 +153,16 @@ class SlotRunner:
         return model
 
     def admit(self, slots: list[int], ids: torch.Tensor, mask: torch.Tensor,
-              keys: torch.Tensor, sources: list[int | None] | None = None) -> None:
+              keys: torch.Tensor, sources: list[int | None] | None = None,
+              prefixes: list[tuple[int, ...]] | None = None) -> None:
         """Load prompts (left-padded to `width`) into `slots` and sample each one's token 0.
 
         A row whose `sources` entry is a slot holding the same prompt (one loaded earlier, or
         prefilled by this call) copies that slot's prompt KV and last logits instead of
         prefilling again: rows that share a prompt (few-shot examples drawn per batch)
-        prefill it once.
+        prefill it once. `prefixes`, per row: token ids its prompt starts with (shorter than
+        it), or (); prefilled rows with the same non-empty prefix, two or more, prefill it
+        once and each only its own suffix after it (`_prefill_shared`).
         """
         width, dev = self.width, self.device
         sources = sources or [None] * len(slots)
@@ -124,9 +178,28 @@ class SlotRunner:
             seen = torch.cat([torch.where(mask.bool(), ids, last),
                               last.expand(-1, self.seen.shape[1] - width)], dim=1)
             self.seen[rows] = seen
-        new = [i for i, src in enumerate(sources) if src is None]
-        if new:
-            self._prefill([slots[i] for i in new], ids[new], mask[new])
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, holder in enumerate(sources):
+            if holder is None:
+                prefix = prefixes[i] if prefixes and self.share_prefixes else ()
+                groups.setdefault(prefix, []).append(i)
+        whole = groups.pop((), [])
+        for prefix, members in groups.items():
+            if len(members) < 2 or not self.share_prefixes:
+                whole += members
+                continue
+            try:
+                self._prefill_shared([slots[i] for i in members], ids[members], mask[members],
+                                     prefix)
+            except Exception as exc:  # a kernel path the split prefill cannot take here
+                if isinstance(exc, torch.cuda.OutOfMemoryError):
+                    raise
+                _log.warning("shared_prefix_unavailable", error=str(exc)[:300])
+                self.share_prefixes = False  # whole prefills from now on (they overwrite all)
+                whole += members
+        if whole:
+            whole.sort()
+            self._prefill([slots[i] for i in whole], ids[whole], mask[whole])
         copies = [(slots[i], src) for i, src in enumerate(sources) if src is not None]
         if copies:
             dst = torch.tensor([d for d, _ in copies], dtype=torch.long, device=dev)
@@ -159,6 +232,43 @@ class SlotRunner:
                                             device=self.device)
         self.first_logits[rows] = logits
 
+    def _prefill_shared(self, slots: list[int], ids: torch.Tensor, mask: torch.Tensor,
+                        prefix: tuple[int, ...]) -> None:
+        """Prefill rows whose prompts all start with `prefix`: the prefix alone once (one
+        row, positions 0..P-1), its keys and values copied into each row's cache at the
+        row's own offset (prompts are left-padded, so a row's prefix starts at width - its
+        length), then the rows' last columns at their positions, attending over the cache,
+        each row writing only its own suffix. What each row's cache and last logits hold is
+        what `_prefill` computes from the whole prompt (the same keys, values and positions)."""
+        dev, width, n_prefix = self.device, self.width, len(prefix)
+        rows = torch.tensor(slots, dtype=torch.long, device=dev)
+        lengths = mask.sum(dim=1)
+        longest = int(lengths.max())  # one host sync; the device is idle at admission
+        tail = max(2, longest - n_prefix)  # two or more query columns: the prefill kernels
+        alone = PrefixKV()
+        model_step(self.model, alone, torch.tensor([prefix], device=dev),
+                   prefill_mask(torch.ones(1, n_prefix, dtype=torch.bool, device=dev),
+                                n_prefix, self.dtype),
+                   torch.arange(n_prefix, device=dev)[None, :])
+        at = (width - lengths)[:, None] + torch.arange(n_prefix, device=dev)[None, :]
+        for layer, k in alone.keys.items():
+            self.cache.keys[layer][rows[:, None], :, at] = k[0].transpose(0, 1)
+            self.cache.values[layer][rows[:, None], :, at] = alone.values[layer][0].transpose(0, 1)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        own = torch.arange(tail, device=dev)[None, :] >= (tail - (lengths - n_prefix))[:, None]
+        start = width - tail
+        self.cache.rows, self.cache.suffix = rows, (start, own)
+        try:
+            logits = model_step(self.model, self.cache, ids[:, start:].contiguous(),
+                                prefill_mask(mask.bool(), width, self.dtype)[:, :, start:]
+                                .contiguous(), positions[:, start:].contiguous())
+        finally:
+            self.cache.rows, self.cache.suffix = None, None
+        if self.first_logits is None:
+            self.first_logits = torch.zeros(self.slots, logits.shape[1], dtype=logits.dtype,
+                                            device=dev)
+        self.first_logits[rows] = logits
+
     def _body(self) -> None:
         # Feed each slot's last token (token step-1) at position width+step-1; sample token
         # `step` with the slot's key at its own step; advance, saturating at max_new.
@@ -177,9 +287,11 @@ class SlotRunner:
         self.step.copy_(torch.clamp(self.step + 1, max=self.max_new))
         self.row.add_(1)
 
-    def run_block(self, n: int, log: Any) -> list[list[int]]:
-        """n decode steps (graph replays on CUDA), then per slot its tokens of this round:
-        row 0 (token 0 of rows admitted since the last round) and the n steps."""
+    def run_block(self, n: int, log: Any) -> Block:
+        """Queue n decode steps (graph replays on CUDA) and the copy of their tokens to the
+        host; return at once. `Block.tokens()` waits for them: per slot, row 0 (token 0 of
+        rows admitted since the last round) and the n steps. The host may do other work in
+        between (the refill loop hands finished items to the phase there)."""
         self.row.fill_(1)
         graph = self._capture(log) if self.graphs else None
         for _ in range(n):
@@ -190,8 +302,7 @@ class SlotRunner:
         self.host_out[: n + 1].copy_(self.out[: n + 1], non_blocking=True)
         if self.copied is not None:
             self.copied.record()
-            self.copied.synchronize()
-        return self.host_out[: n + 1].T.tolist()
+        return Block(self, n)
 
     def _snapshot(self) -> tuple[torch.Tensor, ...]:
         return self.step.clone(), self.last.clone(), self.row.clone()

@@ -149,9 +149,10 @@ def decode_mask(prompt_valid: torch.Tensor, width: int, slot: torch.Tensor,
     return _additive(allowed[:, None, None, :], dtype)
 
 
-def model_step(model: Any, cache: StaticKV, ids: torch.Tensor, mask: torch.Tensor,
+def model_step(model: Any, cache: Any, ids: torch.Tensor, mask: torch.Tensor,
                positions: torch.Tensor) -> torch.Tensor:
-    """The model's float32 logits at the last position, cache written at `cache.slots`."""
+    """The model's float32 logits at the last position; `cache` (a `StaticKV`, or anything
+    with its `update(keys, values, layer_idx)`) is written as it decides."""
     params = forward_params(type(model))
     # transformers renamed `past_key_values` to `cache`; speak whichever this version takes.
     key = "cache" if "cache" in params else "past_key_values"

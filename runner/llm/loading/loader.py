@@ -17,7 +17,9 @@ model, so the critic can key its score cache without loading anything.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ __all__ = [
     "ModelLoadError",
     "clear_models",
     "encode_prompts",
+    "fingerprint_soon",
     "load_count",
     "load_model",
     "load_tokenizer",
@@ -172,27 +175,48 @@ def _sha256_files(files: list[Path]) -> str:
     return outer.hexdigest()
 
 
-_FINGERPRINTS: dict[tuple[str, str | None], Fingerprint] = {}
+# One hashing per model folder and process, begun by `fingerprint_soon` on a thread (hashlib
+# and file reads release the GIL), so a phase loads the model while its weights are hashed.
+_FINGERPRINTS: dict[tuple[str, str | None], Future[Fingerprint]] = {}
+_HASHING = threading.Lock()
 
 
-def model_fingerprint(spec: dict[str, Any], phase: str = "model") -> Fingerprint:
-    """Hashes of the model's config, weights (safetensors) and tokenizer; loads no model."""
+def fingerprint_soon(spec: dict[str, Any], phase: str = "model") -> Future[Fingerprint]:
+    """`model_fingerprint` begun on a thread (once per model folder); what is wrong with the
+    folder (not found, no weights) is raised here, at once."""
     key = (str(spec["path"]), spec.get("revision"))
-    if key not in _FINGERPRINTS:
-        folder = _model_dir(spec, phase)
-        weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-        if not weights:
-            raise ModelLoadError(phase, f"no *.safetensors or *.bin weights in {folder}")
-        _FINGERPRINTS[key] = Fingerprint(
+    with _HASHING:
+        if key not in _FINGERPRINTS:
+            folder = _model_dir(spec, phase)
+            weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+            if not weights:
+                raise ModelLoadError(phase, f"no *.safetensors or *.bin weights in {folder}")
+            future: Future[Fingerprint] = Future()
+            _FINGERPRINTS[key] = future
+            threading.Thread(target=_hash_into, args=(future, folder, weights, spec.get("revision")),
+                             name="runner-model-hash", daemon=False).start()
+        return _FINGERPRINTS[key]
+
+
+def _hash_into(future: Future[Fingerprint], folder: Path, weights: list[Path],
+               revision: str | None) -> None:
+    try:
+        future.set_result(Fingerprint(
             path=str(folder),
-            revision=spec.get("revision"),
+            revision=revision,
             config_sha256=_sha256_files([folder / "config.json"]),
             weights_sha256=_sha256_files(weights),
             tokenizer_sha256=_sha256_files(
                 [folder / n for n in _TOKENIZER_FILES if (folder / n).is_file()]
             ),
-        )
-    return _FINGERPRINTS[key]
+        ))
+    except BaseException as exc:  # the caller's `result()` raises it
+        future.set_exception(exc)
+
+
+def model_fingerprint(spec: dict[str, Any], phase: str = "model") -> Fingerprint:
+    """Hashes of the model's config, weights (safetensors) and tokenizer; loads no model."""
+    return fingerprint_soon(spec, phase).result()
 
 
 _TOKENIZERS: dict[tuple[str, str | None, bool], tuple[Any, bool]] = {}
@@ -264,14 +288,16 @@ def load_model(spec: dict[str, Any], phase: str = "model") -> LoadedModel:
     started = time.monotonic()
     device = resolve_device(spec.get("device"), phase)
     dtype = resolve_dtype(spec.get("dtype"), device, phase)
-    fp = model_fingerprint(spec, phase)
+    hashing = fingerprint_soon(spec, phase)  # hashed on a thread while the model loads
     tok = load_tokenizer(spec, phase)
     had_template = _TOKENIZERS[(key[0], key[1], key[4])][1]
     model = AutoModelForCausalLM.from_pretrained(
-        fp.path, dtype=dtype, local_files_only=True, trust_remote_code=key[4]
+        str(_model_dir(spec, phase)), dtype=dtype, local_files_only=True,
+        trust_remote_code=key[4],
     )
     model.to(device).eval()  # type: ignore[arg-type]  # transformers types `to` through a decorator that hides its signature
     sentinel = _sentinel(model, tok, device)
+    fp = hashing.result()
     provenance: dict[str, Any] = {
         "path": str(spec["path"]), "resolved_path": fp.path, "revision": fp.revision,
         "config_sha256": fp.config_sha256, "weights_sha256": fp.weights_sha256,

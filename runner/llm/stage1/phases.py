@@ -39,6 +39,7 @@ from runner.llm.kernel_prebuild import plan as kernel_plan
 from runner.llm.loading.contamination import chat_denylist
 from runner.llm.loading.loader import (
     LoadedModel,
+    fingerprint_soon,
     load_model,
     load_tokenizer,
     model_fingerprint,
@@ -138,11 +139,18 @@ class _Setup:
         spec = model_spec(ctx)
         self.spec = spec
         self.model = _Model(ctx, spec)
-        self.model_hash = model_fingerprint(spec, ctx.phase).model_hash
+        # The weights are hashed on a thread while the model loads and the rows generate;
+        # the first record written waits for it (`model_hash`).
+        self._fingerprint = fingerprint_soon(spec, ctx.phase)
         self.settings: dict[str, Any] = {"shots": self.shots, "fewshot": self.fewshot,
                                          "fewshot_draw": self.draw,
                                          "fewshot_sha256": _pool_sha256(self.pool),
                                          **self.sampling.as_dict()}
+
+    @property
+    def model_hash(self) -> str:
+        """The model's hash for the records' provenance (waits for the hashing thread)."""
+        return self._fingerprint.result().model_hash
 
     def shown(self, batch: Any) -> list[list[dict[str, Any]]]:
         """The few-shot examples of each row of `batch`: drawn per row, or once per batch
@@ -171,13 +179,49 @@ class _Setup:
 
         def work() -> Iterator[tuple[tuple[Any, list[str]], list[list[int]], int]]:
             for batch, prompts, ids in itertools.chain([first], pending):
-                labels = [f"{ctx.phase}/{i}" for i in ids]
-                yield (batch, prompts), lm.check_prompts(prompts, labels, ctx.phase), batch.seed
+                yield (batch, prompts), _encoded(lm, ctx.phase, prompts, ids), batch.seed
 
         for (batch, prompts), outs in stream(lm, work(), self.sampling, self.slots or batch_size,
                                              on_rows=bar.update, log=ctx.log):
             yield batch, prompts, lm, outs
 
+
+
+def _encoded(lm: LoadedModel, phase: str, prompts: list[str], ids: list[str]
+             ) -> list[list[int]]:
+    """The prompts' token ids, checked for chat tokens: each distinct prompt encoded and
+    checked once (the rows of a batch with `fewshot_draw: batch` share one), its rows sharing
+    that one list."""
+    first: dict[str, int] = {}
+    for n, prompt in enumerate(prompts):
+        first.setdefault(prompt, n)
+    distinct = list(first)
+    encoded = lm.check_prompts(distinct, [f"{phase}/{ids[first[x]]}" for x in distinct], phase)
+    by_prompt = dict(zip(distinct, encoded))
+    return [by_prompt[x] for x in prompts]
+
+
+class _Outputs:
+    """What every record of a phase repeats, computed once: the model's special-token
+    strings and each distinct prompt's sha256."""
+
+    def __init__(self) -> None:
+        self._specials: tuple[str, ...] | None = None
+        self._sha: dict[str, str] = {}
+
+    def specials(self, lm: LoadedModel) -> tuple[str, ...]:
+        if self._specials is None:
+            self._specials = _specials(lm)
+        return self._specials
+
+    def fields(self, out: Generation, prompt: str) -> dict[str, Any]:
+        sha = self._sha.get(prompt)
+        if sha is None:
+            if len(self._sha) > 4096:  # rows of one batch share prompts; older ones are done
+                self._sha.clear()
+            sha = self._sha[prompt] = hashlib.sha256(prompt.encode()).hexdigest()
+        return {"raw": out.text, "tokens": out.tokens, "hit_token_limit": out.hit_token_limit,
+                "stopped_by": out.stopped_by, "prompt_sha256": sha}
 
 
 def _share(ctx: Any, items: Any) -> list[Any]:
@@ -198,12 +242,6 @@ def _specials(lm: LoadedModel) -> tuple[str, ...]:
     decoder = getattr(tok, "added_tokens_decoder", {}) or {}
     found.update(str(added) for added in decoder.values() if getattr(added, "special", False))
     return tuple(sorted(x for x in found if x))
-
-
-def _output_fields(out: Generation, prompt: str) -> dict[str, Any]:
-    return {"raw": out.text, "tokens": out.tokens, "hit_token_limit": out.hit_token_limit,
-            "stopped_by": out.stopped_by,
-            "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()}
 
 
 def _generation_metrics(records: list[dict[str, Any]], kept: int) -> dict[str, float]:
@@ -234,16 +272,18 @@ def generate_instructions(ctx: Any) -> dict[str, float]:
                        for x in s.shown(batch)]
             yield batch, prompts, [f"i{item:06d}" for item in batch.items]
 
+    fields = _Outputs()
     for batch, prompts, lm, outs in s.stream(ctx, pending(), bar, batch_size):
         records = []
+        specials = fields.specials(lm)
         for item, prompt, out in zip(batch.items, prompts, outs):
-            cleaned = classify(out.text, out.stopped_by, s.t, "instruction", _specials(lm))
+            cleaned = classify(out.text, out.stopped_by, s.t, "instruction", specials)
             ins = parse_instruction(cleaned, s.t)
             records.append({
                 "id": f"i{item:06d}", "stage": "instructions", "instruction": ins,
                 "text": cleaned.text, "class": cleaned.cls,
                 "keep": cleaned.cls == "clean" and ins is not None,
-                **_output_fields(out, prompt),
+                **fields.fields(out, prompt),
                 "provenance": provenance(ctx, s.model_hash, batch.seed, settings),
             })
         batch.write(records)
@@ -278,17 +318,19 @@ def generate_responses(ctx: Any) -> dict[str, float]:
             ]
             yield batch, prompts, [it["id"] for it in batch.items]
 
+    fields = _Outputs()
     for batch, prompts, lm, outs in s.stream(ctx, pending(), bar, batch_size):
         records = []
+        specials = fields.specials(lm)
         for it, prompt, out in zip(batch.items, prompts, outs):
-            cleaned = classify(out.text, out.stopped_by, s.t, "response", _specials(lm))
+            cleaned = classify(out.text, out.stopped_by, s.t, "response", specials)
             resp = cleaned.text or None
             n_resp = len(lm.tokenizer.encode(resp, add_special_tokens=False)) if resp else 0
             records.append({
                 "id": it["id"], "stage": "responses", "instruction": it["instruction"],
                 "response": resp, "text": cleaned.text, "class": cleaned.cls,
                 "keep": cleaned.cls == "clean" and resp is not None, "response_tokens": n_resp,
-                **_output_fields(out, prompt),
+                **fields.fields(out, prompt),
                 "provenance": provenance(ctx, s.model_hash, batch.seed, settings),
             })
         batch.write(records)

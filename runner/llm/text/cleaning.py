@@ -52,6 +52,7 @@ collapsed to one space, stripped). At most `limit` are taken.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -116,15 +117,23 @@ def _bare_tag_names(t: Templates) -> list[str]:
 
 def delimiter_fragments(t: Templates) -> list[str]:
     """The delimiter fragments whose presence in kept text is leakage (e.g. `###`)."""
+    return list(_fragments(t))
+
+
+# What `classify` derives from the templates is derived once per Templates (frozen, hashable):
+# every generated record is classified, thousands a phase.
+@functools.lru_cache(maxsize=32)
+def _fragments(t: Templates) -> tuple[str, ...]:
     frags: set[str] = set()
     for tag in _tags(t):
         m = re.match(r"[^\w\s]+", tag)
         if m and len(m.group(0)) >= 2:
             frags.add(m.group(0))
     frags.update(s.strip() for s in t.stop_strings if s.strip())
-    return sorted(frags, key=lambda f: (len(f), f))
+    return tuple(sorted(frags, key=lambda f: (len(f), f)))
 
 
+@functools.lru_cache(maxsize=32)
 def marker_line_re(t: Templates) -> re.Pattern[str] | None:
     """A line that opens a new example in a common format: decoration, role word, colon."""
     given = [*t.role_words, *_bare_tag_names(t)]
@@ -173,15 +182,20 @@ def _asks_a_new_question(text: str) -> bool:
 
 def _answers_itself(text: str, t: Templates) -> bool:
     """An instruction line after the first that opens like an answer (`The answer is`)."""
+    pattern = _answer_opener_re(t)
+    return pattern is not None and any(pattern.match(line) for line in text.splitlines()[1:])
+
+
+@functools.lru_cache(maxsize=32)
+def _answer_opener_re(t: Templates) -> re.Pattern[str] | None:
     openers = [re.escape(o.strip()) for o in t.answer_openers if o.strip()]
     if not openers:
-        return False
-    pattern = re.compile(rf"^[ \t]*(?:{t.decorations})[ \t]*(?:{'|'.join(openers)})\b", re.IGNORECASE)
-    return any(pattern.match(line) for line in text.splitlines()[1:])
+        return None
+    return re.compile(rf"^[ \t]*(?:{t.decorations})[ \t]*(?:{'|'.join(openers)})\b", re.IGNORECASE)
 
 
 def _has_leakage(text: str, t: Templates) -> bool:
-    frags = delimiter_fragments(t)
+    frags = _fragments(t)
     if any(f in text for f in frags):
         return True
     # A truncated delimiter as the last word ("... done. ##"); "C#" is a word, not a cut.

@@ -128,3 +128,19 @@ def test_sentinel_warns_when_model_talks_chat(chat_model, tmp_path, fresh_loader
     events = [e["event"] for e in logs]
     assert "<|im_start|>" in lm.provenance["sentinel"]["warning"]
     assert "sentinel_chat_markers" in events
+
+
+def test_fingerprint_soon_hashes_on_a_thread_once(tiny_model, fresh_loader):
+    """fingerprint_soon returns at once with a future; the hash is model_fingerprint's, once."""
+    spec = {"path": str(tiny_model)}
+    future = loader.fingerprint_soon(spec)
+    assert loader.fingerprint_soon(spec) is future
+    assert future.result() == loader.model_fingerprint(spec)
+    assert len(future.result().weights_sha256) == 64
+
+
+def test_fingerprint_soon_refuses_a_bad_folder_at_once(tmp_path, fresh_loader):
+    """A folder without weights is refused by the call itself, not later on the thread."""
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(loader.ModelLoadError, match="weights in"):
+        loader.fingerprint_soon({"path": str(tmp_path)})

@@ -85,3 +85,34 @@ def test_bad_fewshot_draw_is_refused(tmp_path, tiny_model, fewshot, fresh_loader
     run = LocalRun(tmp_path / "a", {"path": str(tiny_model)}, spec_dir=fewshot.parent)
     with pytest.raises(PhaseError, match=r"with\.fewshot_draw: Input should be .row. or .batch."):
         run.run("gen", generate_instructions, {**GEN, "fewshot_draw": "phase"})
+
+
+def test_responses_sharing_the_fewshot_block_equal_whole_prefills(tmp_path, tiny_model, fewshot,
+                                                                  fresh_loader, monkeypatch):
+    """`generate_responses` with `fewshot_draw: batch`: the rows of a batch prefill their
+    shared few-shot block once, and the batch files are those of whole prefills, byte for byte."""
+    from structlog.testing import capture_logs
+
+    from runner.llm.decoding import refill
+    from runner.llm.stage1.phases import generate_responses
+
+    sources = [{"id": f"i{n:06d}", "stage": "instruction_critic", "keep": True,
+                "verdict": "accept", "instruction": f"Name {n} fruits{'!' * n}."}
+               for n in range(6)]
+    params = {"source": "ic", "fewshot": "fewshot.jsonl", "fewshot_draw": "batch", "shots": 2,
+              "batch_size": 3, "slots": 4, "max_new_tokens": 8, "temperature": 1.0,
+              "top_p": 0.9}
+    files, spared = [], []
+    for shortest in (0, 8):
+        monkeypatch.setattr(refill, "PREFIX_MIN", shortest)
+        fastgen.clear_runners()
+        run = LocalRun(tmp_path / str(shortest), {"path": str(tiny_model)},
+                       spec_dir=fewshot.parent)
+        run.add_records("ic", sources)
+        with capture_logs() as logs:
+            run.run("resp", generate_responses, params)
+        spared.append(sum(e.get("prefix_tokens_saved", 0) for e in logs))
+        files.append([(p.name, p.read_bytes())
+                      for p in sorted(run.root.glob("phases/resp.i1/batches/*"))])
+    assert spared[0] == 0 and spared[1] > 0
+    assert files[0] == files[1] and len(files[0]) == 2
