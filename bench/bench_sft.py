@@ -16,6 +16,9 @@ the plain loop at the same batch). One process, one random-initialised Llama (de
   Options follow the loop's name as `:key=value` (`ours:gc=0.5`, `trl:lean=1`):
     ours, ours-unpacked  gc=F  checkpoint that fraction of the decoder layers (the phase's
                                `with.gradient_checkpointing`; default `--gc`, 1 = the CUDA default)
+                         bf16=1  norms and residual stream in bf16 (SpeedOptions.bf16_norms)
+                         lean=1  the lean LoRA forward (SpeedOptions.lean_lora, bit-identical)
+                         chunk=N  loss chunk in positions (default `--loss-chunk`)
     trl                  lean=1  no entropy / token-accuracy metrics (computed and read back
                                with `.item()` every step by the stock trainer)
 
@@ -48,6 +51,7 @@ import shlex
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +61,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from runner.llm.sft.data import IGNORE, DataPosition, DataStream, Example  # noqa: E402
-from runner.llm.sft.model import LoraSettings, load_for_training, trainable_parameters  # noqa: E402
+from runner.llm.sft.model import (  # noqa: E402
+    LoraSettings,
+    SpeedOptions,
+    load_for_training,
+    trainable_parameters,
+)
 from runner.llm.sft.train import SftTrainer, TrainConfig  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -162,10 +171,11 @@ def run_ours(args: argparse.Namespace, folder: Path, device: torch.device,
     """The phase's loop: tokens/s over the timed steps, padding, peak memory."""
     _reset(device)
     lora = LoraSettings(r=args.r, alpha=2 * args.r, dropout=0.05, target_modules="all-linear")
-    model = load_for_training(str(folder), device, lora, 0, opts["gc"])
+    speed = SpeedOptions(bf16_norms=bool(opts["bf16"]), lean_lora=bool(opts["lean"]))
+    model = load_for_training(str(folder), device, lora, 0, opts["gc"], speed=speed)
     stream = DataStream(examples, 0, args.batch, args.seq, packing, pad_id=0)
     cfg = TrainConfig(learning_rate=2e-4, schedule="constant", total_steps=args.warmup + args.steps,
-                      loss_chunk=args.loss_chunk)
+                      loss_chunk=int(opts["chunk"]))
     trainer = SftTrainer(model, stream, cfg, device)
     for _ in range(args.warmup):
         trainer.train_step()
@@ -267,8 +277,9 @@ def run_plain(args: argparse.Namespace, folder: Path, device: torch.device,
             "pad_frac": padded / real, "peak_gb": _peak_gb(device)}
 
 
-LOOP_OPTIONS = {"plain": {}, "ours": {"gc": None}, "ours-unpacked": {"gc": None},
-                "trl": {"lean": 0.0}}
+OURS = {"gc": None, "bf16": 0.0, "lean": 0.0, "chunk": None}
+LOOP_OPTIONS: dict[str, dict[str, float | None]] = {
+    "plain": {}, "ours": OURS, "ours-unpacked": OURS, "trl": {"lean": 0.0}}
 TARGET_SPEED, TARGET_MEMORY = 1.3, 1.0  # issue 15 item 4: >= 1.3x TRL's tokens/s at <= its peak
 
 
@@ -289,7 +300,8 @@ def parse_loop(spec: str, args: argparse.Namespace) -> tuple[str, dict[str, floa
             opts[key] = float(value)
         except ValueError:
             raise SystemExit(f"--loops: {spec!r}: {key} wants a number, got {value!r}") from None
-    defaults = {k: (args.gc if k == "gc" else v) for k, v in LOOP_OPTIONS[kind].items()}
+    flags = {"gc": args.gc, "chunk": args.loss_chunk}
+    defaults = {k: (flags[k] if v is None else v) for k, v in LOOP_OPTIONS[kind].items()}
     full = {k: float(v) for k, v in defaults.items() if v is not None} | opts
     label = ":".join([kind] + [f"{k}={v:g}" for k, v in full.items()])
     return kind, full, label
@@ -317,12 +329,15 @@ def _ratio(row: dict[str, Any], base: dict[str, Any] | None, key: str) -> str:
 
 def table(rows: dict[str, dict[str, Any]], device: torch.device) -> str:
     mem = "peak GB (cuda max allocated)" if device.type == "cuda" else "max RSS GB (process)"
-    plain = rows.get("plain")
-    trl = next((r for n, r in rows.items() if n.startswith("trl")), None)
+    plain = rows.get("plain") if "error" not in rows.get("plain", {}) else None
+    trl = next((r for n, r in rows.items() if n.startswith("trl") and "error" not in r), None)
     lines = [f"| loop | real tokens/s | s/step | pad/real tokens | {mem} | tokens/s vs plain "
              "| memory vs plain | tokens/s vs TRL | memory vs TRL | target met |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error'][:120]} |" + " |" * 8)
+            continue
         met = "-"
         if trl is not None and not name.startswith("trl"):
             ok = (r["tokens_per_s"] >= TARGET_SPEED * trl["tokens_per_s"]
@@ -377,7 +392,11 @@ def main() -> None:
             return
         rows: dict[str, dict[str, Any]] = {}
         for kind, opts, label in loops:
-            rows[label] = run_loop(kind, opts, args, folder, device, examples)
+            try:
+                rows[label] = run_loop(kind, opts, args, folder, device, examples)
+            except Exception as exc:  # one failing variant must not lose the grid's other rows
+                traceback.print_exc()
+                rows[label] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             print(f"{label}: {rows[label]}", flush=True)
     text = table(rows, device)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)

@@ -39,3 +39,33 @@ def test_target_modules_list_limits_the_adapters() -> None:
     lora = LoraSettings(target_modules=("q_proj", "v_proj"))
     names = adapter_state(load_for_training(str(TINY_BASE), CPU, lora, 0, 0.0)).keys()
     assert names and all(".q_proj." in n or ".v_proj." in n for n in names)
+
+
+def _norm_output_dtypes(bf16_norms: bool) -> set[torch.dtype]:
+    from transformers import AutoModelForCausalLM
+
+    from runner.llm.sft.model import prepare_base
+
+    model = AutoModelForCausalLM.from_pretrained(str(TINY_BASE), dtype=torch.bfloat16,
+                                                 local_files_only=True)
+    model = prepare_base(model, bf16_norms)
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.get_input_embeddings().weight.dtype == torch.bfloat16
+    seen: set[torch.dtype] = set()
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+             for name, m in model.named_modules() if name.endswith("layernorm")]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=torch.tensor([[5, 6, 7, 8]]))
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_bf16_norms_keep_norm_outputs_bf16() -> None:
+    """bf16_norms: the base stays bf16 and frozen; every norm's output is bf16."""
+    assert _norm_output_dtypes(True) == {torch.bfloat16}
+
+
+def test_qlora_recipe_norms_output_float32() -> None:
+    """The plain recipe (float32 norm weights) makes every norm's output float32."""
+    assert _norm_output_dtypes(False) == {torch.float32}
