@@ -19,6 +19,10 @@ the plain loop at the same batch). One process, one random-initialised Llama (de
                          bf16=1  norms and residual stream in bf16 (SpeedOptions.bf16_norms)
                          lean=1  the lean LoRA forward (SpeedOptions.lean_lora, bit-identical)
                          chunk=N  loss chunk in positions (default `--loss-chunk`)
+                         bestfit=1  best-fit packing (DataStream(best_fit=True)): fuller rows
+                         compile=1|2|3  torch.compile each decoder layer (SpeedOptions.compile_mode
+                               default | reduce-overhead | max-autotune-no-cudagraphs), rows
+                               padded to --seq; the warm-up steps pay the compilation
     trl                  lean=1  no entropy / token-accuracy metrics (computed and read back
                                with `.item()` every step by the stock trainer)
 
@@ -171,9 +175,11 @@ def run_ours(args: argparse.Namespace, folder: Path, device: torch.device,
     """The phase's loop: tokens/s over the timed steps, padding, peak memory."""
     _reset(device)
     lora = LoraSettings(r=args.r, alpha=2 * args.r, dropout=0.05, target_modules="all-linear")
-    speed = SpeedOptions(bf16_norms=bool(opts["bf16"]), lean_lora=bool(opts["lean"]))
+    speed = SpeedOptions(bf16_norms=bool(opts["bf16"]), lean_lora=bool(opts["lean"]),
+                         compile_mode=COMPILE_MODES[int(opts["compile"])])
     model = load_for_training(str(folder), device, lora, 0, opts["gc"], speed=speed)
-    stream = DataStream(examples, 0, args.batch, args.seq, packing, pad_id=0)
+    stream = DataStream(examples, 0, args.batch, args.seq, packing, pad_id=0,
+                        best_fit=bool(opts["bestfit"]), fixed_width=bool(opts["compile"]))
     cfg = TrainConfig(learning_rate=2e-4, schedule="constant", total_steps=args.warmup + args.steps,
                       loss_chunk=int(opts["chunk"]))
     trainer = SftTrainer(model, stream, cfg, device)
@@ -277,7 +283,8 @@ def run_plain(args: argparse.Namespace, folder: Path, device: torch.device,
             "pad_frac": padded / real, "peak_gb": _peak_gb(device)}
 
 
-OURS = {"gc": None, "bf16": 0.0, "lean": 0.0, "chunk": None}
+OURS = {"gc": None, "bf16": 0.0, "lean": 0.0, "chunk": None, "bestfit": 0.0, "compile": 0.0}
+COMPILE_MODES = {0: None, 1: "default", 2: "reduce-overhead", 3: "max-autotune-no-cudagraphs"}
 LOOP_OPTIONS: dict[str, dict[str, float | None]] = {
     "plain": {}, "ours": OURS, "ours-unpacked": OURS, "trl": {"lean": 0.0}}
 TARGET_SPEED, TARGET_MEMORY = 1.3, 1.0  # issue 15 item 4: >= 1.3x TRL's tokens/s at <= its peak
@@ -300,6 +307,8 @@ def parse_loop(spec: str, args: argparse.Namespace) -> tuple[str, dict[str, floa
             opts[key] = float(value)
         except ValueError:
             raise SystemExit(f"--loops: {spec!r}: {key} wants a number, got {value!r}") from None
+        if key == "compile" and opts[key] not in COMPILE_MODES:
+            raise SystemExit(f"--loops: {spec!r}: compile is one of {sorted(COMPILE_MODES)}")
     flags = {"gc": args.gc, "chunk": args.loss_chunk}
     defaults = {k: (flags[k] if v is None else v) for k, v in LOOP_OPTIONS[kind].items()}
     full = {k: float(v) for k, v in defaults.items() if v is not None} | opts

@@ -56,10 +56,17 @@ class SpeedOptions:
     every matmul. With it the stream stays bf16, as in inference and in TRL's trainer; the loss
     differs from the upcast model's by bf16 rounding only.
     `lean_lora`: the lean LoRA forward of `fastlora.py` (bit-identical results, fewer kernels).
+    `compile_mode`: torch.compile each decoder layer in this mode ("default", "reduce-overhead",
+    ...; None: eager). All layers share one compiled graph (the same code, parameters as
+    inputs); a new input shape compiles again, so give the data stream a fixed row width.
+    Fuses the norms, rotary, activation, dropout and LoRA's small ops into a few kernels: the
+    host dispatches far fewer. Dropout masks then come from inductor's generator (seeded from
+    torch's, so a resumed run draws the same ones); the first step pays the compilation.
     """
 
     bf16_norms: bool = False
     lean_lora: bool = False
+    compile_mode: str | None = None
 
 
 _GC_KWARGS = {"use_reentrant": False}
@@ -171,6 +178,9 @@ def load_for_training(path: str, device: torch.device, lora: LoraSettings, seed:
         raise PhaseError(phase, f"with.lora: {exc}") from None
     if speed.lean_lora:
         install_lean_lora(peft_model)
+    if speed.compile_mode is not None:
+        for layer in getattr(model.get_decoder(), "layers", []):
+            layer.compile(mode=speed.compile_mode)
     peft_model.train()
     return peft_model
 

@@ -164,10 +164,9 @@ class SftTrainer:
         load_adapter_state(self.model, {k: v.to(self.device) for k, v in adapter.items()})
         self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict(scheduler)
-        pos = state["position"]
         self.progress = _Progress(
             step=int(state["step"]), micro_done=int(state["micro_done"]),
-            position=DataPosition(int(pos["epoch"]), int(pos["cursor"])),
+            position=DataPosition.from_dict(state["position"]),
             losses=[float(x) for x in state["losses"]], train_tokens=int(state["train_tokens"]),
             train_seconds=float(state["train_seconds"]),
         )

@@ -69,3 +69,29 @@ def test_bf16_norms_keep_norm_outputs_bf16() -> None:
 def test_qlora_recipe_norms_output_float32() -> None:
     """The plain recipe (float32 norm weights) makes every norm's output float32."""
     assert _norm_output_dtypes(False) == {torch.float32}
+
+
+@pytest.mark.slow
+def test_compiled_layers_give_the_eager_loss_and_gradients() -> None:
+    """compile_mode: each layer compiled; loss and LoRA gradients match eager (no dropout)."""
+    from runner.llm.sft.data import DataPosition, DataStream, Example
+    from runner.llm.sft.loss import sft_loss_sum
+    from runner.llm.sft.model import SpeedOptions, trainable_parameters
+
+    examples = [Example(tuple(range(5, 5 + n)), n // 3) for n in (20, 31, 12, 40)]
+    batch, _ = DataStream(examples, 0, 2, 64, True, 0, fixed_width=True).next(DataPosition())
+    results = []
+    for mode in (None, "default"):
+        model = load_for_training(str(TINY_BASE), CPU, LoraSettings(dropout=0.0), 3, 1.0,
+                                  speed=SpeedOptions(lean_lora=True, compile_mode=mode))
+        for p in trainable_parameters(model):  # non-zero B matrices: LoRA shows in the loss
+            torch.nn.init.normal_(p, std=0.02)
+        loss, n = sft_loss_sum(model, batch, chunk=16)
+        (loss / n).backward()
+        layers = model.get_base_model().model.layers
+        assert all((layer._compiled_call_impl is not None) == (mode is not None) for layer in layers)
+        results.append((loss.detach(), [p.grad for p in trainable_parameters(model)]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-4)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
