@@ -33,8 +33,8 @@ an SFT-like spread) and the first `--prompt-frac` of each as the (unlabelled) pr
 tokens/s counts real (non-pad) tokens. Peak memory: torch.cuda.max_memory_allocated per loop
 (reset before its model is loaded); on CPU the process's max RSS so far (cumulative).
 
-Every run writes results.json and results.md under `--out`. `--profile LOOP` runs that one loop
-with a torch.profiler window over 2 steps after warm-up and writes `profile-LOOP.md` (see
+Every run writes results.json and results.md under `--out`. `--profile LOOPS` runs each of those
+loops with a torch.profiler window over 2 steps after warm-up and writes `profile-LOOP.md` (see
 `sft_profile.py`) instead of timing.
 
 Run:  python bench/bench_sft.py --loops ours,trl --out DIR [--append-results]   (on the GPU)
@@ -107,8 +107,9 @@ def parse_args() -> argparse.Namespace:
                          "trl[:lean=1]")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_sft"),
                     help="folder for results.json / results.md (and profile-*.md)")
-    ap.add_argument("--profile", metavar="LOOP",
-                    help="profile 2 steps after warm-up of this one loop spec (no timing table)")
+    ap.add_argument("--profile", metavar="LOOPS",
+                    help="profile 2 steps after warm-up of each of these loop specs (comma-"
+                         "separated; writes profile-LOOP.md, no timing table)")
     ap.add_argument("--tiny", action="store_true", help="small config, few steps (CPU check)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads when there is no GPU (1: steady on a shared box)")
@@ -380,7 +381,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     specs = [x.strip() for x in args.loops.split(",") if x.strip()]
     if args.profile:
-        specs = [args.profile]
+        specs = [x.strip() for x in args.profile.split(",") if x.strip()]
         args.steps = 2  # the profiled window
     loops = [parse_loop(x, args) for x in specs]  # every bad spec fails before any work
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu"
@@ -394,10 +395,14 @@ def main() -> None:
         # Enough examples that no loop wraps around: packing takes several per row.
         examples = make_examples(args, args.batch * (args.warmup + args.steps) * 8)
         if args.profile:
-            kind, opts, label = loops[0]
-            window = ProfileWindow(label, device)
-            run_loop(kind, opts, args, folder, device, examples, window)
-            print(window.write(args.out))
+            for kind, opts, label in loops:
+                window = ProfileWindow(label, device)
+                try:
+                    run_loop(kind, opts, args, folder, device, examples, window)
+                except Exception:  # the next loop's profile is still worth having
+                    traceback.print_exc()
+                    continue
+                print(window.write(args.out), flush=True)
             return
         rows: dict[str, dict[str, Any]] = {}
         for kind, opts, label in loops:

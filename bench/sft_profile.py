@@ -22,6 +22,7 @@ __all__ = ["ProfileWindow"]
 
 STEPS = 2
 TOP = 25
+TOP_HOST = 15
 
 
 def _union_us(intervals: list[tuple[float, float]]) -> float:
@@ -72,18 +73,26 @@ class ProfileWindow:
         top_level = [e for e in aten if e.cpu_parent is None
                      or not e.cpu_parent.name.startswith("aten::")]
         syncs = sum(1 for e in events if e.name in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
-                                                      "aten::item", "aten::_local_scalar_dense"))
+                                                      "cudaEventSynchronize"))
+        scalars = sum(1 for e in events if e.name == "aten::_local_scalar_dense")
         key = "self_device_time_total" if cuda else "self_cpu_time_total"
         rows = []
         for avg in sorted(self._prof.key_averages(), key=lambda a: getattr(a, key), reverse=True)[:TOP]:
             rows.append({"op": avg.key, "calls": avg.count,
                          "self_ms": getattr(avg, key) / 1e3,
                          "self_cpu_ms": avg.self_cpu_time_total / 1e3})
-        return {"loop": self.loop, "steps": STEPS, "wall_s_per_step": self.wall_s / STEPS,
+        host = []
+        if cuda:  # where the host's time goes, op by op (dispatch, Python-side work)
+            for avg in sorted(self._prof.key_averages(), key=lambda a: a.self_cpu_time_total,
+                              reverse=True)[:TOP_HOST]:
+                host.append({"op": avg.key, "calls": avg.count,
+                             "self_cpu_ms": avg.self_cpu_time_total / 1e3})
+        return {"loop": self.loop, "top_host_ops": host, "steps": STEPS, "wall_s_per_step": self.wall_s / STEPS,
                 "gpu_busy_s_per_step": busy_us / 1e6 / STEPS if cuda else None,
                 "kernels_per_step": kernels / STEPS, "aten_ops_per_step": len(aten) / STEPS,
                 "top_level_aten_ops_per_step": len(top_level) / STEPS,
-                "sync_points_per_step": syncs / STEPS, "top_ops": rows,
+                "syncs_per_step": syncs / STEPS, "scalar_reads_per_step": scalars / STEPS,
+                "top_ops": rows,
                 "sorted_by": "self CUDA time" if cuda else "self CPU time (no GPU)"}
 
     def write(self, out: Path) -> str:
@@ -100,12 +109,19 @@ class ProfileWindow:
         head += [f"| kernels launched | {s['kernels_per_step']:.0f} |",
                  f"| aten ops dispatched (all / top-level) | {s['aten_ops_per_step']:.0f} / "
                  f"{s['top_level_aten_ops_per_step']:.0f} |",
-                 f"| sync points (item / stream or device synchronize) | "
-                 f"{s['sync_points_per_step']:.1f} |", "",
+                 f"| CUDA stream/device/event synchronizations (the window's own end included) | "
+                 f"{s['syncs_per_step']:.1f} |",
+                 f"| scalar reads to the host (`.item()`, `bool()`, `int()` on a tensor; on CUDA "
+                 f"tensors each waits for the GPU) | {s['scalar_reads_per_step']:.1f} |", "",
                  f"Top {TOP} ops by {s['sorted_by']}, both steps:", "",
                  "| op | calls | self ms | self CPU ms |", "|---|---|---|---|"]
         body = [f"| `{r['op'][:80]}` | {r['calls']} | {r['self_ms']:.2f} | {r['self_cpu_ms']:.2f} |"
                 for r in s["top_ops"]]
+        if s["top_host_ops"]:
+            body += ["", f"Top {TOP_HOST} ops by self CPU time (the host's side), both steps:", "",
+                     "| op | calls | self CPU ms |", "|---|---|---|"]
+            body += [f"| `{r['op'][:80]}` | {r['calls']} | {r['self_cpu_ms']:.2f} |"
+                     for r in s["top_host_ops"]]
         text = "\n".join(head + body) + "\n"
         out.mkdir(parents=True, exist_ok=True)
         (out / f"profile-{safe}.md").write_text(text, encoding="utf-8")
