@@ -19,6 +19,7 @@ the plain loop at the same batch). One process, one random-initialised Llama (de
                          bf16=1  norms and residual stream in bf16 (SpeedOptions.bf16_norms)
                          lean=1  the lean LoRA forward (SpeedOptions.lean_lora, bit-identical)
                          chunk=N  loss chunk in positions (default `--loss-chunk`)
+                         tiled=1  the loss in [2048 x 16384] lm_head tiles (TrainConfig.tiled_loss)
                          bestfit=1  best-fit packing (DataStream(best_fit=True)): fuller rows
                          compile=1|2|3  torch.compile each decoder layer (SpeedOptions.compile_mode
                                default | reduce-overhead | max-autotune-no-cudagraphs), rows
@@ -182,7 +183,7 @@ def run_ours(args: argparse.Namespace, folder: Path, device: torch.device,
     stream = DataStream(examples, 0, args.batch, args.seq, packing, pad_id=0,
                         best_fit=bool(opts["bestfit"]), fixed_width=bool(opts["compile"]))
     cfg = TrainConfig(learning_rate=2e-4, schedule="constant", total_steps=args.warmup + args.steps,
-                      loss_chunk=int(opts["chunk"]))
+                      loss_chunk=int(opts["chunk"]), tiled_loss=bool(opts["tiled"]))
     trainer = SftTrainer(model, stream, cfg, device)
     for _ in range(args.warmup):
         trainer.train_step()
@@ -284,7 +285,8 @@ def run_plain(args: argparse.Namespace, folder: Path, device: torch.device,
             "pad_frac": padded / real, "peak_gb": _peak_gb(device)}
 
 
-OURS = {"gc": None, "bf16": 0.0, "lean": 0.0, "chunk": None, "bestfit": 0.0, "compile": 0.0}
+OURS = {"gc": None, "bf16": 0.0, "lean": 0.0, "chunk": None, "tiled": 0.0, "bestfit": 0.0,
+        "compile": 0.0}
 COMPILE_MODES = {0: None, 1: "default", 2: "reduce-overhead", 3: "max-autotune-no-cudagraphs"}
 LOOP_OPTIONS: dict[str, dict[str, float | None]] = {
     "plain": {}, "ours": OURS, "ours-unpacked": OURS, "trl": {"lean": 0.0}}
