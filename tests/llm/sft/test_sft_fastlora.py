@@ -59,10 +59,19 @@ def test_lean_forward_equals_peft_under_bf16_autocast() -> None:
 
 def test_install_covers_every_lora_linear_layer() -> None:
     """All 7 projections of each of the 4 decoder layers get the lean forward."""
-    model = load_for_training(str(TINY_BASE), CPU, LoraSettings(), 0, 0.0)
-    assert install_lean_lora(model) == 28
+    model = load_for_training(str(TINY_BASE), CPU, LoraSettings(), 0, 0.0,
+                              speed=SpeedOptions(lean_lora=False))
     q_proj = model.get_base_model().model.layers[0].self_attn.q_proj
+    assert "forward" not in vars(q_proj)
+    assert install_lean_lora(model) == 28
     assert q_proj.forward.__func__.__name__ == "lean_lora_forward"
+
+
+def test_lean_forward_is_the_default() -> None:
+    """load_for_training installs the lean forward unless told not to."""
+    model = load_for_training(str(TINY_BASE), CPU, LoraSettings(), 0, 0.0)
+    down = model.get_base_model().model.layers[3].mlp.down_proj
+    assert down.forward.__func__.__name__ == "lean_lora_forward"
 
 
 def test_disabled_adapters_fall_back_to_the_base_model() -> None:
