@@ -21,6 +21,7 @@ the plain loop at the same batch). One process, one random-initialised Llama (de
                          chunk=N  loss chunk in positions (default `--loss-chunk`)
                          tiled=1  the loss in [2048 x 16384] lm_head tiles (TrainConfig.tiled_loss)
                          bestfit=1  best-fit packing (DataStream(best_fit=True)): fuller rows
+                         remat=1  recompute norms and MLP activation in backward (SpeedOptions.remat)
                          compile=1|2|3  torch.compile each decoder layer (SpeedOptions.compile_mode
                                default | reduce-overhead | max-autotune-no-cudagraphs), rows
                                padded to --seq; the warm-up steps pay the compilation
@@ -178,7 +179,7 @@ def run_ours(args: argparse.Namespace, folder: Path, device: torch.device,
     _reset(device)
     lora = LoraSettings(r=args.r, alpha=2 * args.r, dropout=0.05, target_modules="all-linear")
     speed = SpeedOptions(bf16_norms=bool(opts["bf16"]), lean_lora=bool(opts["lean"]),
-                         compile_mode=COMPILE_MODES[int(opts["compile"])])
+                         remat=bool(opts["remat"]), compile_mode=COMPILE_MODES[int(opts["compile"])])
     model = load_for_training(str(folder), device, lora, 0, opts["gc"], speed=speed)
     stream = DataStream(examples, 0, args.batch, args.seq, packing, pad_id=0,
                         best_fit=bool(opts["bestfit"]), fixed_width=bool(opts["compile"]))
@@ -286,7 +287,7 @@ def run_plain(args: argparse.Namespace, folder: Path, device: torch.device,
 
 
 OURS = {"gc": None, "bf16": 0.0, "lean": 0.0, "chunk": None, "tiled": 0.0, "bestfit": 0.0,
-        "compile": 0.0}
+        "remat": 0.0, "compile": 0.0}
 COMPILE_MODES = {0: None, 1: "default", 2: "reduce-overhead", 3: "max-autotune-no-cudagraphs"}
 LOOP_OPTIONS: dict[str, dict[str, float | None]] = {
     "plain": {}, "ours": OURS, "ours-unpacked": OURS, "trl": {"lean": 0.0}}

@@ -23,6 +23,7 @@ import torch
 
 from runner.errors import PhaseError
 from runner.llm.sft.fastlora import install_lean_lora
+from runner.llm.sft.remat import install_remat
 
 __all__ = ["LoraSettings", "SpeedOptions", "adapter_state", "load_adapter_state",
            "load_for_training", "prepare_base", "trainable_parameters"]
@@ -57,6 +58,8 @@ class SpeedOptions:
     differs from the upcast model's by bf16 rounding only.
     `lean_lora` (on by default: bit-identical to peft's forward, tested on CPU, float32 and
     bf16 autocast): the lean LoRA forward of `fastlora.py` (no clone, fewer kernels).
+    `remat`: recompute the norms and the MLP activation in backward (`remat.py`): less memory
+    at a layer's backward, bit-identical results.
     `compile_mode`: torch.compile each decoder layer in this mode ("default", "reduce-overhead",
     ...; None: eager). All layers share one compiled graph (the same code, parameters as
     inputs); a new input shape compiles again, so give the data stream a fixed row width.
@@ -67,6 +70,7 @@ class SpeedOptions:
 
     bf16_norms: bool = False
     lean_lora: bool = True
+    remat: bool = False
     compile_mode: str | None = None
 
 
@@ -179,6 +183,8 @@ def load_for_training(path: str, device: torch.device, lora: LoraSettings, seed:
         raise PhaseError(phase, f"with.lora: {exc}") from None
     if speed.lean_lora:
         install_lean_lora(peft_model)
+    if speed.remat:
+        install_remat(model.get_decoder())
     if speed.compile_mode is not None:
         for layer in getattr(model.get_decoder(), "layers", []):
             layer.compile(mode=speed.compile_mode)
