@@ -23,7 +23,7 @@ import torch
 
 from runner.errors import PhaseError
 from runner.llm.sft.fastlora import install_lean_lora
-from runner.llm.sft.remat import install_remat
+from runner.llm.sft.remat import compile_parts, install_remat
 
 __all__ = ["LoraSettings", "SpeedOptions", "adapter_state", "load_adapter_state",
            "load_for_training", "prepare_base", "trainable_parameters"]
@@ -63,6 +63,8 @@ class SpeedOptions:
     `compile_mode`: torch.compile each decoder layer in this mode ("default", "reduce-overhead",
     ...; None: eager). All layers share one compiled graph (the same code, parameters as
     inputs); a new input shape compiles again, so give the data stream a fixed row width.
+    "parts": only the norms and the MLP activation (`remat.compile_parts`), the pure-torch
+    pieces, should whole layers (4-bit matmuls, peft) not compile.
     Fuses the norms, rotary, activation, dropout and LoRA's small ops into a few kernels: the
     host dispatches far fewer. Dropout masks then come from inductor's generator (seeded from
     torch's, so a resumed run draws the same ones); the first step pays the compilation.
@@ -185,7 +187,9 @@ def load_for_training(path: str, device: torch.device, lora: LoraSettings, seed:
         install_lean_lora(peft_model)
     if speed.remat:
         install_remat(model.get_decoder())
-    if speed.compile_mode is not None:
+    if speed.compile_mode == "parts":
+        compile_parts(model.get_decoder())
+    elif speed.compile_mode is not None:
         for layer in getattr(model.get_decoder(), "layers", []):
             layer.compile(mode=speed.compile_mode)
     peft_model.train()

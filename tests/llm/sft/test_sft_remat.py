@@ -83,3 +83,21 @@ def test_install_wraps_both_norms_and_the_mlp_of_every_layer() -> None:
     """4 layers x (2 norms + 1 MLP) = 12 modules."""
     model = load_for_training(str(TINY_BASE), CPU, LoraSettings(), 0, 0.0)
     assert install_remat(model.get_base_model().get_decoder()) == 12
+
+
+@pytest.mark.slow
+def test_compiled_parts_give_the_eager_loss_and_gradients() -> None:
+    """compile_mode "parts" (norms and MLP activation compiled): eager's loss and gradients."""
+    results = []
+    for mode in (None, "parts"):
+        model = load_for_training(str(TINY_BASE), CPU, LoraSettings(dropout=0.0), 3, 1.0,
+                                  speed=SpeedOptions(remat=True, compile_mode=mode))
+        for p in trainable_parameters(model):
+            torch.nn.init.normal_(p, std=0.05)
+        loss, n = sft_loss_sum(model, _batch(), chunk=16)
+        (loss / n).backward()
+        results.append((loss.detach(), [p.grad for p in trainable_parameters(model)]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-4)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
