@@ -4,8 +4,8 @@ Why: `loss.chunked_loss_sum` recomputes each chunk's logits in backward, but the
 1,024 positions over a 128k vocabulary still holds its bf16 logits, their float32 copy, the
 log-softmax and its gradient at once: about 1.8 GB, the largest single allocation of a QLoRA
 step of a 1B model. Here the logits exist one [token_chunk, vocab_chunk] tile at a time: the
-forward keeps a running max and sum per position (an online log-sum-exp) and the target's logit,
-and saves only the per-position log-sum-exp; the backward recomputes each tile, turns it into
+forward combines the tiles' log-sum-exps per position (`logaddexp`) and picks the target's
+logit, and saves only the per-position log-sum-exp; the backward recomputes each tile, turns it into
 softmax minus one-hot and multiplies it straight into the hidden states' gradient (and the
 lm_head's, when it trains). Same three matmul passes as the chunked loss (forward, recompute,
 gradient); per-tile float32 arithmetic, so the loss equals the chunked one to float32
@@ -48,18 +48,16 @@ class _TiledCrossEntropy(torch.autograd.Function):
         picked = torch.zeros(n, dtype=torch.float32, device=h.device)
         for t0 in range(0, n, token_chunk):
             ht, tt = h[t0 : t0 + token_chunk], targets[t0 : t0 + token_chunk]
-            run_max = torch.full((ht.shape[0],), float("-inf"), device=h.device)
-            run_sum = torch.zeros(ht.shape[0], device=h.device)
+            run: torch.Tensor | None = None  # log-sum-exp over the tiles so far
             for v0 in range(0, vocab, vocab_chunk):
                 logits = _tile(ht, w[v0 : v0 + vocab_chunk], softcap)
-                new_max = torch.maximum(run_max, logits.amax(dim=1))
-                run_sum = run_sum * torch.exp(run_max - new_max) + torch.exp(
-                    logits - new_max[:, None]).sum(dim=1)
-                run_max = new_max
+                tile_lse = torch.logsumexp(logits, dim=1)
+                run = tile_lse if run is None else torch.logaddexp(run, tile_lse)
                 col, inside = _target_mask(tt, v0, logits.shape[1])
                 got = logits.gather(1, col[:, None]).squeeze(1)
                 picked[t0 : t0 + token_chunk] = torch.where(inside, got, picked[t0 : t0 + token_chunk])
-            lse[t0 : t0 + token_chunk] = run_max + torch.log(run_sum)
+            assert run is not None
+            lse[t0 : t0 + token_chunk] = run
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.dtype, ctx.softcap, ctx.chunks = dtype, softcap, (token_chunk, vocab_chunk)
         return (lse - picked).sum()
