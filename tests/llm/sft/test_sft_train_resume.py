@@ -1,4 +1,5 @@
-"""Exact resume of the training loop with the faster paths on: best-fit packing, tiled loss."""
+"""Exact resume of the training loop with the faster paths on: best-fit packing, tiled loss,
+recomputed norms and MLP activation, the lean LoRA forward."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from runner.llm.sft.checkpoint import (
     save_checkpoint,
 )
 from runner.llm.sft.data import DataStream, Example
-from runner.llm.sft.model import LoraSettings, adapter_state, load_for_training
+from runner.llm.sft.model import LoraSettings, SpeedOptions, adapter_state, load_for_training
 from runner.llm.sft.train import SftTrainer, TrainConfig
 
 CPU = torch.device("cpu")
@@ -28,7 +29,8 @@ def _trainer() -> SftTrainer:
     examples = [Example(tuple(r.randrange(5, 200) for _ in range(n)), max(1, n // 3))
                 for n in (r.randint(8, 60) for _ in range(60))]
     stream = DataStream(examples, 9, 3, 64, True, 0, best_fit=True)
-    model = load_for_training(str(TINY_BASE), CPU, LoraSettings(r=4, dropout=0.1), 9, 0.5)
+    model = load_for_training(str(TINY_BASE), CPU, LoraSettings(r=4, dropout=0.1), 9, 0.5,
+                              speed=SpeedOptions(lean_lora=True, remat=True))
     cfg = TrainConfig(learning_rate=1e-3, total_steps=STEPS, tiled_loss=True)
     return SftTrainer(model, stream, cfg, CPU)
 
