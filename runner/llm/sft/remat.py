@@ -71,7 +71,8 @@ def compile_parts(decoder: Any) -> int:
 
 
 def install_remat(decoder: Any) -> int:
-    """Wrap the norms and gated-MLP activations of `decoder.layers`; how many modules changed."""
+    """Wrap the norms and gated-MLP activations of `decoder.layers`, and the decoder's final
+    norm; how many modules changed."""
     count = 0
     for layer in getattr(decoder, "layers", []):
         for name in ("input_layernorm", "post_attention_layernorm"):
@@ -85,4 +86,8 @@ def install_remat(decoder: Any) -> int:
             mlp._act_mul = _recomputed(lambda gate, up, act=act: act(gate) * up)
             mlp.forward = types.MethodType(_gated_mlp_forward, mlp)
             count += 1
+    final = getattr(decoder, "norm", None)  # the final norm, before the loss
+    if isinstance(final, torch.nn.Module):
+        final.forward = _recomputed(final.forward)
+        count += 1
     return count
