@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 IGNORE = -100  # the label value cross-entropy skips (prompt and pad positions)
+MAX_DEFERRED = 4  # best-fit packing: examples one micro-batch may put off to the next
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,21 @@ def tokenize_pairs(
 
 @dataclass(frozen=True)
 class DataPosition:
-    """Where the data stream stands: an epoch and an index into its shuffled order."""
+    """Where the data stream stands: an epoch, an index into its shuffled order, and the
+    indices into that order before the cursor that best-fit packing put off to the next
+    micro-batch (`deferred`, always empty with first fit)."""
 
     epoch: int = 0
     cursor: int = 0
+    deferred: tuple[int, ...] = ()
 
-    def as_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "cursor": self.cursor}
+    def as_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "cursor": self.cursor, "deferred": list(self.deferred)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataPosition:
+        """The inverse of `as_dict` (checkpoints written before `deferred` existed have none)."""
+        return cls(int(d["epoch"]), int(d["cursor"]), tuple(int(x) for x in d.get("deferred", ())))
 
 
 @dataclass
@@ -111,9 +120,14 @@ class MicroBatch:
                           self.segments)
 
 
-def collate(rows: Sequence[Sequence[Example]], pad_id: int) -> MicroBatch:
-    """Rows of examples -> right-padded tensors, positions restarting per example."""
-    width = max(sum(len(e) for e in row) for row in rows)
+def collate(rows: Sequence[Sequence[Example]], pad_id: int, width: int | None = None
+            ) -> MicroBatch:
+    """Rows of examples -> right-padded tensors, positions restarting per example.
+
+    `width`: pad every row to at least this many tokens (one shape for compiled layers);
+    default: the longest row.
+    """
+    width = max([sum(len(e) for e in row) for row in rows] + [width or 0])
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     positions = torch.zeros((len(rows), width), dtype=torch.long)
@@ -143,16 +157,19 @@ class DataStream:
 
     A micro-batch never crosses the end of an epoch (its last one may have fewer rows), so the
     number of micro-batches of each epoch is known in advance and `epochs:` maps to an exact
-    number of optimizer steps.
+    number of optimizer steps. `best_fit`: packed rows by best fit (`_plan_best_fit`) instead of
+    first fit; `fixed_width`: every micro-batch `max_seq_len` wide (for compiled layers).
     """
 
     def __init__(self, examples: Sequence[Example], seed: int, batch_size: int,
-                 max_seq_len: int, packing: bool, pad_id: int) -> None:
+                 max_seq_len: int, packing: bool, pad_id: int, best_fit: bool = False,
+                 fixed_width: bool = False) -> None:
         if not examples:
             raise ValueError("no training examples")
         self.examples = list(examples)
         self.seed, self.batch_size, self.max_seq_len = seed, batch_size, max_seq_len
-        self.packing, self.pad_id = packing, pad_id
+        self.packing, self.pad_id, self.best_fit = packing, pad_id, best_fit
+        self.width = max_seq_len if fixed_width else None  # rows padded to max_seq_len
         self._orders: dict[int, list[int]] = {}
 
     def order(self, epoch: int) -> list[int]:
@@ -164,6 +181,55 @@ class DataStream:
         return self._orders[epoch]
 
     def _plan(self, pos: DataPosition) -> tuple[list[list[int]], DataPosition]:
+        if self.packing and self.best_fit:
+            return self._plan_best_fit(pos)
+        return self._plan_first_fit(pos)
+
+    def _plan_best_fit(self, pos: DataPosition) -> tuple[list[list[int]], DataPosition]:
+        """Best-fit packing of the examples from the cursor into `batch_size` rows.
+
+        Why: first fit in arrival order closes a micro-batch at the first example that fits
+        nowhere, leaving rows ~85% full at 64-512-token examples in 512-token rows; the same
+        compute could carry more real tokens. Here each example goes into the fullest row with
+        room for it; when none has room, all examples taken so far are repacked longest first
+        (best-fit decreasing); when that fails too, the example is put off to the next
+        micro-batch (at most `MAX_DEFERRED` of them, which open the next micro-batch) and the
+        scan goes on. The position records the cursor and the put-off examples, so it still
+        says exactly what was consumed (exact resume), and the plan is a pure function of it.
+        """
+        order = self.order(pos.epoch)
+        cap, limit = self.max_seq_len, self.batch_size
+        rows: list[list[int]] = []
+        taken: list[int] = []
+        deferred: list[int] = []
+        # Examples put off last time come first (few: they fit unless rows are very few).
+        earlier = list(pos.deferred)
+        i = pos.cursor
+        while earlier or i < len(order):
+            j = earlier.pop(0) if earlier else i
+            k = order[j]
+            packed = _place(rows, [k], self._length, cap, limit)
+            if packed is None:
+                packed = _place([], sorted(taken + [k], key=lambda x: (-self._length(x), x)),
+                                self._length, cap, limit)
+            if packed is not None:
+                rows, taken = packed, taken + [k]
+            elif j < pos.cursor:  # put off before and still no room: stays put off
+                deferred.append(j)
+            elif len(deferred) < MAX_DEFERRED:
+                deferred.append(j)
+            else:
+                break  # order[i] is not consumed: the cursor stays on it
+            if j >= pos.cursor:
+                i += 1
+        if i >= len(order) and not deferred:
+            return rows, DataPosition(pos.epoch + 1, 0)
+        return rows, DataPosition(pos.epoch, i, tuple(sorted(deferred)))
+
+    def _length(self, k: int) -> int:
+        return len(self.examples[k])
+
+    def _plan_first_fit(self, pos: DataPosition) -> tuple[list[list[int]], DataPosition]:
         """Example indices of each row of the micro-batch at `pos`, and the next position.
 
         Examples are taken strictly in order (so a cursor says what was consumed). Packed,
@@ -196,7 +262,8 @@ class DataStream:
     def next(self, pos: DataPosition) -> tuple[MicroBatch, DataPosition]:
         """The micro-batch at `pos` and the position after it."""
         plan, nxt = self._plan(pos)
-        return collate([[self.examples[k] for k in row] for row in plan], self.pad_id), nxt
+        return collate([[self.examples[k] for k in row] for row in plan], self.pad_id,
+                       self.width), nxt
 
     def micro_batches_in_epoch(self, epoch: int) -> int:
         """How many micro-batches epoch `epoch` yields (plans only; builds no tensors)."""
@@ -205,3 +272,25 @@ class DataStream:
             _, pos = self._plan(pos)
             count += 1
         return count
+
+
+def _place(rows: list[list[int]], items: list[int], length: Any, cap: int,
+           limit: int) -> list[list[int]] | None:
+    """`rows` (copied) with each item put into the fullest row with room (a new row while
+    fewer than `limit`); None when an item fits nowhere."""
+    out = [list(r) for r in rows]
+    used = [sum(length(k) for k in r) for r in out]
+    for k in items:
+        n = length(k)
+        fits = [r for r in range(len(out)) if used[r] + n <= cap]
+        if fits:
+            r = max(fits, key=lambda j: (used[j], -j))
+        elif len(out) < limit:  # (an item longer than `cap` gets a row alone, as in first fit)
+            out.append([])
+            used.append(0)
+            r = len(out) - 1
+        else:
+            return None
+        out[r].append(k)
+        used[r] += n
+    return out

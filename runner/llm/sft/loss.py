@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from runner.llm.sft.data import IGNORE, MicroBatch
+from runner.llm.sft.tiled_loss import tiled_cross_entropy_sum
 
 __all__ = ["causal_lm_parts", "chunked_loss_sum", "per_token_losses", "sft_loss_sum"]
 
@@ -44,11 +45,13 @@ def _chunk_loss(hidden: torch.Tensor, targets: torch.Tensor, lm_head: Any,
 
 
 def chunked_loss_sum(hidden: torch.Tensor, labels: torch.Tensor, lm_head: Any, chunk: int,
-                     softcap: float | None = None) -> tuple[torch.Tensor, int]:
+                     softcap: float | None = None, tiled: bool = False) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over labelled positions, `chunk` positions at a time.
 
     `hidden` [rows, seq, dim] are the final (normed) hidden states, `labels` [rows, seq] the
     unshifted labels (IGNORE where no loss), on any device. Returns (loss sum, target count).
+    `tiled`: through `tiled_loss` (one [tokens, vocab] tile in memory at a time, `chunk`
+    unused) when the lm_head is a plain bias-free linear layer.
     """
     if chunk < 1:
         raise ValueError(f"loss chunk must be >= 1, got {chunk}")
@@ -62,6 +65,8 @@ def chunked_loss_sum(hidden: torch.Tensor, labels: torch.Tensor, lm_head: Any, c
     flat = (rows * hidden.shape[1] + cols).to(hidden.device, non_blocking=True)
     h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, flat)  # [n, dim]
     t = targets[rows, cols].to(hidden.device, non_blocking=True)
+    if tiled and type(lm_head) is torch.nn.Linear and lm_head.bias is None:
+        return tiled_cross_entropy_sum(h, t, lm_head, softcap), n
     total: torch.Tensor | None = None
     for start in range(0, n, chunk):
         hs, ts = h[start : start + chunk], t[start : start + chunk]
@@ -84,10 +89,11 @@ def _hidden(model: Any, batch: MicroBatch) -> tuple[torch.Tensor, Any, float | N
     return out.last_hidden_state, lm_head, softcap
 
 
-def sft_loss_sum(model: Any, batch: MicroBatch, chunk: int) -> tuple[torch.Tensor, int]:
+def sft_loss_sum(model: Any, batch: MicroBatch, chunk: int,
+                 tiled: bool = False) -> tuple[torch.Tensor, int]:
     """Forward one micro-batch: (summed response-token loss, number of response tokens)."""
     hidden, lm_head, softcap = _hidden(model, batch)
-    return chunked_loss_sum(hidden, batch.labels, lm_head, chunk, softcap)
+    return chunked_loss_sum(hidden, batch.labels, lm_head, chunk, softcap, tiled)
 
 
 @torch.no_grad()

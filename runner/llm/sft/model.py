@@ -22,9 +22,11 @@ from typing import Any
 import torch
 
 from runner.errors import PhaseError
+from runner.llm.sft.fastlora import install_lean_lora
+from runner.llm.sft.remat import compile_parts, install_remat
 
-__all__ = ["LoraSettings", "adapter_state", "load_adapter_state", "load_for_training",
-           "trainable_parameters"]
+__all__ = ["LoraSettings", "SpeedOptions", "adapter_state", "load_adapter_state",
+           "load_for_training", "prepare_base", "trainable_parameters"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,38 @@ class LoraSettings:
         targets = self.target_modules
         return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout,
                 "target_modules": targets if isinstance(targets, str) else list(targets)}
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """How the training model is built for speed; the defaults are the plain QLoRA recipe.
+
+    `bf16_norms` (CUDA only): skip `prepare_model_for_kbit_training`'s float32 upcast. The
+    norms' weights are frozen bf16 values (nothing is lost keeping them so) and Llama-style
+    RMSNorm computes its variance in float32 anyway, but a float32 norm weight makes the norm's
+    output float32, bitsandbytes returns its matmul in its input's dtype, and from the first
+    MLP on the whole residual stream, the MLP's [tokens, intermediate] activations and the
+    checkpointed layer inputs are float32: twice the memory and traffic, and a cast before
+    every matmul. With it the stream stays bf16, as in inference and in TRL's trainer; the loss
+    differs from the upcast model's by bf16 rounding only.
+    `lean_lora` (on by default: bit-identical to peft's forward, tested on CPU, float32 and
+    bf16 autocast): the lean LoRA forward of `fastlora.py` (no clone, fewer kernels).
+    `remat`: recompute the norms and the MLP activation in backward (`remat.py`): less memory
+    at a layer's backward, bit-identical results.
+    `compile_mode`: torch.compile each decoder layer in this mode ("default", "reduce-overhead",
+    ...; None: eager). All layers share one compiled graph (the same code, parameters as
+    inputs); a new input shape compiles again, so give the data stream a fixed row width.
+    "parts": only the norms and the MLP activation (`remat.compile_parts`), the pure-torch
+    pieces, should whole layers (4-bit matmuls, peft) not compile.
+    Fuses the norms, rotary, activation, dropout and LoRA's small ops into a few kernels: the
+    host dispatches far fewer. Dropout masks then come from inductor's generator (seeded from
+    torch's, so a resumed run draws the same ones); the first step pays the compilation.
+    """
+
+    bf16_norms: bool = False
+    lean_lora: bool = True
+    remat: bool = False
+    compile_mode: str | None = None
 
 
 _GC_KWARGS = {"use_reentrant": False}
@@ -67,12 +101,11 @@ def _checkpoint_layers(model: Any, fraction: float) -> None:
         layer.gradient_checkpointing = i in chosen
 
 
-def _quantised(path: str, device: torch.device, phase: str) -> Any:
+def _quantised(path: str, device: torch.device, phase: str, bf16_norms: bool) -> Any:
     try:
         import bitsandbytes  # noqa: F401, PLC0415 - lazy: only CUDA machines have it
     except ImportError:
         raise PhaseError(phase, "QLoRA on CUDA needs bitsandbytes: pip install '.[gpu]'") from None
-    from peft import prepare_model_for_kbit_training  # noqa: PLC0415
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig  # noqa: PLC0415
 
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -84,7 +117,20 @@ def _quantised(path: str, device: torch.device, phase: str) -> Any:
         path, quantization_config=quant, dtype=torch.bfloat16, device_map={"": index},
         attn_implementation="sdpa", local_files_only=True,
     )
-    # Checkpointing is set up by `_checkpoint_layers` afterwards (a fraction of the layers).
+    return prepare_base(model, bf16_norms)
+
+
+def prepare_base(model: Any, bf16_norms: bool) -> Any:
+    """Freeze a bf16 base model for LoRA; unless `bf16_norms`, the QLoRA recipe's float32 norms.
+
+    Checkpointing is set up by `_checkpoint_layers` afterwards (a fraction of the layers).
+    """
+    from peft import prepare_model_for_kbit_training  # noqa: PLC0415 - peft loads only for training
+
+    if bf16_norms:  # see SpeedOptions: every parameter stays as loaded, frozen
+        for param in model.parameters():
+            param.requires_grad = False
+        return model
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     # prepare_model_for_kbit_training upcasts every non-4-bit parameter to float32, the frozen
     # (often tied) embedding and lm_head included: with a 128k vocabulary that is 1 GB more and
@@ -105,17 +151,20 @@ def _float32(path: str) -> Any:
 
 
 def load_for_training(path: str, device: torch.device, lora: LoraSettings, seed: int,
-                      checkpointing: float, phase: str = "sft") -> Any:
+                      checkpointing: float, phase: str = "sft",
+                      speed: SpeedOptions = SpeedOptions()) -> Any:
     """A base model with fresh LoRA adapters (initialised from `seed`), in train mode.
 
     `checkpointing`: the fraction of decoder layers under gradient checkpointing (0 to 1).
+    `speed`: see `SpeedOptions` (`bf16_norms` only changes the CUDA path: on CPU the model is
+    float32 throughout).
     """
     from peft import LoraConfig, get_peft_model  # noqa: PLC0415
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
     hf_logging.disable_progress_bar()  # the console is for the run's own lines
     if device.type == "cuda":
-        model = _quantised(path, device, phase)
+        model = _quantised(path, device, phase, speed.bf16_norms)
     else:
         model = _float32(path).to(device)
     _checkpoint_layers(model, checkpointing)
@@ -134,6 +183,15 @@ def load_for_training(path: str, device: torch.device, lora: LoraSettings, seed:
         peft_model = get_peft_model(model, config)
     except ValueError as exc:  # e.g. target modules that match nothing
         raise PhaseError(phase, f"with.lora: {exc}") from None
+    if speed.lean_lora:
+        install_lean_lora(peft_model)
+    if speed.remat:
+        install_remat(model.get_decoder())
+    if speed.compile_mode == "parts":
+        compile_parts(model.get_decoder())
+    elif speed.compile_mode is not None:
+        for layer in getattr(model.get_decoder(), "layers", []):
+            layer.compile(mode=speed.compile_mode)
     peft_model.train()
     return peft_model
 

@@ -53,7 +53,7 @@ from runner.llm.sft.checkpoint import (
     save_checkpoint,
 )
 from runner.llm.sft.data import DataStream, tokenize_pairs
-from runner.llm.sft.model import LoraSettings, load_for_training
+from runner.llm.sft.model import LoraSettings, SpeedOptions, load_for_training
 from runner.llm.sft.options import SftOptions
 from runner.llm.sft.train import SftTrainer, TrainConfig
 from runner.llm.text.prompts import templates_from
@@ -61,6 +61,13 @@ from runner.llm.text.sft_format import sft_example
 from runner.store.atomic import fsync_dir
 
 __all__ = ["sft"]
+
+# How the phase trains, for speed and memory (bench/bench_sft.py's knobs; issue 15 measures
+# them on the H200). The lean LoRA forward is on (bit-identical); bf16 norms, recomputed norms
+# and MLP activation, the tiled loss and best-fit packing wait for those figures.
+SPEED = SpeedOptions()
+TILED_LOSS = False
+BEST_FIT = False
 
 def _lora(o: SftOptions) -> LoraSettings:
     targets = o.lora.target_modules
@@ -175,7 +182,8 @@ def sft(ctx: Any) -> dict[str, float]:
     if not examples:
         raise PhaseError(ctx.phase, f"every example's prompt is >= max_seq_len {max_seq_len}")
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    stream = DataStream(examples, seed, batch_size, max_seq_len, packing, pad_id)
+    stream = DataStream(examples, seed, batch_size, max_seq_len, packing, pad_id,
+                        best_fit=BEST_FIT, fixed_width=SPEED.compile_mode is not None)
     total_micro: int | None = None
     if o.steps is not None:
         total_steps = o.steps
@@ -188,6 +196,7 @@ def sft(ctx: Any) -> dict[str, float]:
         warmup_steps=o.warmup_steps, total_steps=total_steps,
         total_micro_batches=total_micro, grad_accum=grad_accum,
         loss_chunk=o.loss_chunk, weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm,
+        tiled_loss=TILED_LOSS,
     )
     if device.type == "cuda":
         ctx.mark_cuda()
@@ -197,7 +206,8 @@ def sft(ctx: Any) -> dict[str, float]:
         ctx.log.warning("sft_cpu_fallback", reason=why, detail="training the same LoRA on a "
                         "float32 model: no 4-bit quantisation, no bf16 compute")
     checkpointing = _checkpointing(o, 1.0 if device.type == "cuda" else 0.0)
-    model = load_for_training(str(spec["path"]), device, lora, seed, checkpointing, ctx.phase)
+    model = load_for_training(str(spec["path"]), device, lora, seed, checkpointing, ctx.phase,
+                              speed=SPEED)
     trainer = SftTrainer(model, stream, cfg, device)
 
     ckpt_root = Path(ctx.output_dir) / "checkpoints"

@@ -37,6 +37,7 @@ class TrainConfig:
     total_micro_batches: int | None = None  # epochs mode: stop the data there; steps mode: None
     grad_accum: int = 1
     loss_chunk: int = 1024
+    tiled_loss: bool = False  # the loss through `tiled_loss` (far less memory than a chunk)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
 
@@ -127,7 +128,8 @@ class SftTrainer:
         total = torch.zeros((), device=self.device)
         for batch in batches:
             with self._autocast():
-                loss_sum, _ = sft_loss_sum(self.model, batch.to(self.device), self.cfg.loss_chunk)
+                loss_sum, _ = sft_loss_sum(self.model, batch.to(self.device), self.cfg.loss_chunk,
+                                           self.cfg.tiled_loss)
             (loss_sum / max(labelled, 1)).backward()
             total += loss_sum.detach().float()
         if self.cfg.max_grad_norm > 0:
@@ -164,10 +166,9 @@ class SftTrainer:
         load_adapter_state(self.model, {k: v.to(self.device) for k, v in adapter.items()})
         self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict(scheduler)
-        pos = state["position"]
         self.progress = _Progress(
             step=int(state["step"]), micro_done=int(state["micro_done"]),
-            position=DataPosition(int(pos["epoch"]), int(pos["cursor"])),
+            position=DataPosition.from_dict(state["position"]),
             losses=[float(x) for x in state["losses"]], train_tokens=int(state["train_tokens"]),
             train_seconds=float(state["train_seconds"]),
         )
