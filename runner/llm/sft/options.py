@@ -52,7 +52,7 @@ class SftOptions(PhaseOptions):
     packing: bool = True
     checkpoint_every: int = Field(default=10, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)
-    loss_chunk: int = Field(default=1024, ge=1)
+    loss_chunk: int = Field(default=512, ge=1)  # positions per loss chunk: peak memory ~ chunk x vocab
     seed: int | None = Field(default=None, ge=0)  # default: the phase's seed
     # true (every decoder layer), false, or the fraction of layers; default: true on CUDA.
     gradient_checkpointing: bool | float | None = None

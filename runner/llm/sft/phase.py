@@ -15,7 +15,7 @@ an `export` phase is read as its rows' `prompt` and `completion`),
 `target_modules` "all-linear" or a list}, `learning_rate` 2e-4, `schedule` cosine | linear |
 constant, `warmup_steps` 0, `steps` or `epochs` (not both; default 1 epoch), `batch_size` 8
 (rows per micro-batch), `grad_accum` 1, `max_seq_len` 512, `packing` true, `checkpoint_every`
-10, `keep_checkpoints` 2, `loss_chunk` 1024, `seed` (default `ctx.seed`),
+10, `keep_checkpoints` 2, `loss_chunk` 512, `seed` (default `ctx.seed`),
 `gradient_checkpointing` (true, false, or the fraction of decoder layers checkpointed;
 default true with CUDA, false on CPU), `weight_decay` 0.0,
 `max_grad_norm` 1.0 (0: no clipping), `log_every` 5.
@@ -62,12 +62,17 @@ from runner.store.atomic import fsync_dir
 
 __all__ = ["sft"]
 
-# How the phase trains, for speed and memory (bench/bench_sft.py's knobs; issue 15 measures
-# them on the H200). The lean LoRA forward is on (bit-identical); bf16 norms, recomputed norms
-# and MLP activation, the tiled loss and best-fit packing wait for those figures.
-SPEED = SpeedOptions()
+# How the phase trains, for speed and memory (bench/bench_sft.py's knobs, measured on the H200
+# on 2026-12-01, bench/RESULTS_issue15.md section 4): bf16 norms and the lean LoRA forward took
+# our loop from 15.6k to 28.0k tokens/s (TRL's SFTTrainer: 8.8k stock, 18.8k without its
+# per-step metrics) and its peak from 4.57 to 3.46 GB; best-fit packing cut padding from 0.16
+# to 0.07 of the real tokens (13.6k to 19.9k tokens/s in a run with the tiled loss on). The
+# tiled loss saved 0.23 GB but halved the speed, and recomputing the norms saved 0.13 GB for
+# 6%: both off. The loss chunk (`with.loss_chunk`, 512 positions) bounds the float32 logits.
+SPEED = SpeedOptions(bf16_norms=True, lean_lora=True)
 TILED_LOSS = False
-BEST_FIT = False
+BEST_FIT = True
+
 
 def _lora(o: SftOptions) -> LoraSettings:
     targets = o.lora.target_modules
