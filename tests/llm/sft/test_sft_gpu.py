@@ -70,13 +70,21 @@ def test_remat_equals_the_plain_step() -> None:
     assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
 
 
+def _assert_grads_close(grads_a: list[torch.Tensor], grads_b: list[torch.Tensor]) -> None:
+    # Each gradient as a whole, not element by element: a bf16 step that sums in another order
+    # moves single elements by a few bf16 steps (seen on the H200: 1 of 2,048 elements 1.2e-3
+    # off), while a wrong loss or a dropped term moves the whole tensor.
+    for a, b in zip(grads_a, grads_b, strict=True):
+        error = float((b.float() - a.float()).norm() / a.float().norm().clamp(min=1e-12))
+        assert error < 2e-2, f"relative gradient error {error:.3g}"
+
+
 def test_tiled_loss_matches_the_chunked_one() -> None:
     """The tiled lm_head loss on CUDA: the chunked loss to bf16 rounding, gradients close."""
     loss_a, grads_a, _ = _step(SpeedOptions(bf16_norms=True), dropout=0.0)
     loss_b, grads_b, _ = _step(SpeedOptions(bf16_norms=True), dropout=0.0, tiled=True)
     torch.testing.assert_close(loss_b, loss_a, rtol=2e-3, atol=1e-2)
-    for a, b in zip(grads_a, grads_b):
-        torch.testing.assert_close(b, a, rtol=5e-2, atol=1e-3)
+    _assert_grads_close(grads_a, grads_b)
 
 
 @pytest.mark.parametrize("mode", ["default", "parts"])
@@ -85,5 +93,4 @@ def test_compiled_layers_match_eager(mode: str) -> None:
     loss_a, grads_a, _ = _step(SpeedOptions(bf16_norms=True), dropout=0.0)
     loss_b, grads_b, _ = _step(SpeedOptions(bf16_norms=True, compile_mode=mode), dropout=0.0)
     torch.testing.assert_close(loss_b, loss_a, rtol=2e-3, atol=1e-2)
-    for a, b in zip(grads_a, grads_b):
-        torch.testing.assert_close(b, a, rtol=5e-2, atol=1e-3)
+    _assert_grads_close(grads_a, grads_b)
