@@ -58,9 +58,14 @@ __all__ = ["BLOCK", "PAD_TO", "PREFIX_MIN", "Clock", "stream_refill"]
 _log = structlog.get_logger("runner.llm")
 BLOCK = 8  # decode steps between two looks of the host (and refills)
 # The rows of one work item prefilled in one round whose prompts share at least this many
-# leading tokens prefill that prefix once (`SlotRunner._prefill_shared`): the few-shot block
-# of a batch drawn with `fewshot_draw: batch`, whose rows differ in their last instruction.
-PREFIX_MIN = 32
+# leading tokens could prefill that prefix once (`SlotRunner._prefill_shared`): the few-shot
+# block of a batch drawn with `fewshot_draw: batch`, whose rows differ in their last
+# instruction. 0 = off, the default: on the H200 (2026-12-01, bench/RESULTS_issue15.md 2c)
+# generate_responses at 4,000 examples took 27.3 s with it (PREFIX_MIN 32) against 17.3 s
+# without: a ~110-token block of ~500-token prompts saves less prefill than the split prefill
+# costs (each layer gathers the rows' whole cache rows and rewrites the suffix columns).
+# Identical prompts are still prefilled once (a slot holding the prompt lends its KV).
+PREFIX_MIN = 0
 PAD_TO = 64  # the runner's prompt width is a multiple of this
 
 
