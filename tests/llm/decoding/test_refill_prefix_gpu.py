@@ -4,6 +4,9 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
+# The CPU tests' prompts: a few-shot block shared by rows that differ in their last line.
+from test_refill_prefix import BLOCK, ENDINGS  # this folder is on sys.path (rootdir mode)
+
 from runner.llm.decoding import fastgen, refill
 from runner.llm.decoding.generation import SamplingParams
 from runner.llm.decoding.slot_runner import SlotRunner
@@ -13,13 +16,6 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
-
-BLOCK = ("Below are examples of tasks that people ask a helpful assistant to do.\n\n"
-         "### Instruction:\nName a colour.\n### Response:\nBlue.\n### End\n\n"
-         "### Instruction:\n")
-ENDINGS = ["Write a poem.\n### Response:\n", "Add 2 and 3.\n### Response:\n",
-           "x\n### Response:\n", "Tell me a long story about the sea and a boat.\n### Response:\n",
-           "Why?\n### Response:\n"]
 
 
 @pytest.fixture
