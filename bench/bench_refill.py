@@ -96,10 +96,11 @@ def ours_lockstep(lm, prompts, sp, chunk: int) -> list[int]:
     return [g.tokens for g in out]
 
 
-def ours_refill(lm, prompts, sp, slots: int, chunk: int = 256, block: int = refill.BLOCK
-                ) -> list[int]:
+def ours_refill(lm, prompts, sp, slots: int, chunk: int = 256, block: int = refill.BLOCK,
+                longest: int = refill.LONGEST_BLOCK) -> list[int]:
     work = [(n, prompts[s : s + chunk], 100 + n) for n, s in enumerate(range(0, len(prompts), chunk))]
-    return [g.tokens for _, gens in refill.stream_refill(lm, work, sp, slots, block=block)
+    return [g.tokens for _, gens in refill.stream_refill(lm, work, sp, slots, block=block,
+                                                         longest=longest)
             for g in gens]
 
 
@@ -231,9 +232,13 @@ def main() -> None:
         record(f"ours refill, {slots} slots", lambda s=slots: ours_refill(lm, prompts, sp, s, chunk),
                rows, warm=lambda s=slots: ours_refill(lm, prompts[:s], sp, s, chunk))
     small = 8 if args.tiny else 256
-    record(f"ours refill, {small} slots, block 4",
-           lambda: ours_refill(lm, prompts, sp, small, chunk, 4), rows,
-           warm=lambda: ours_refill(lm, prompts[:small], sp, small, chunk, 4))
+    b = refill.BLOCK  # every round `b` steps: the engine before its blocks adapted to the mix
+    record(f"ours refill, {small} slots, fixed block {b}",
+           lambda: ours_refill(lm, prompts, sp, small, chunk, b, b), rows,
+           warm=lambda: ours_refill(lm, prompts[:small], sp, small, chunk, b, b))
+    record(f"ours refill, {small} slots, fixed block 16",
+           lambda: ours_refill(lm, prompts, sp, small, chunk, 16, 16), rows,
+           warm=lambda: ours_refill(lm, prompts[:small], sp, small, chunk, 16, 16))
     with Meter(lm) as meter:  # the same 256-slot run again, prefill and decode timed apart
         ours_refill(lm, prompts, sp, small, chunk)
     print({k: v for k, v in vars(meter).items() if not k.startswith("_") and k != "lm"})
@@ -241,6 +246,8 @@ def main() -> None:
         more = torch.randint(3, vocab, (4 * rows, plen), generator=g).tolist()
         record("ours refill, 256 slots, 4x rows", lambda: ours_refill(lm, more, sp, 256, chunk),
                4 * rows)
+        record(f"ours refill, 256 slots, fixed block {b}, 4x rows",
+               lambda: ours_refill(lm, more, sp, 256, chunk, b, b), 4 * rows)
         record("ours lockstep, calls of 256, 4x rows",
                lambda: ours_lockstep(lm, more, sp, chunk), 4 * rows)
     fastgen.clear_runners()

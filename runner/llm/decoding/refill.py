@@ -3,7 +3,8 @@
 Why: the real workload stops rows early (a median of ~20 tokens under a 128 cap), and a
 static batch decodes until its longest row ends, its finished rows decoding into discarded
 slots. Here a slot whose row stopped takes the next waiting prompt at the end of the block
-in which the host saw it stop (`block` steps, 8 by default): the rows of many work items
+in which the host saw it stop (8 steps at first, then as many as the mix's early stops make
+best, see `block_for`): the rows of many work items
 (a phase's `ctx.batches` batches) share the slots, and the decode steps are spent on rows
 that still run.
 
@@ -26,6 +27,7 @@ string (kept), or `max_new_tokens`.
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
 from collections import deque
@@ -53,10 +55,21 @@ from runner.llm.decoding.static_kv import static_attention
 from runner.llm.loading.loader import LoadedModel
 from runner.store.batches import row_seed
 
-__all__ = ["BLOCK", "PAD_TO", "PREFIX_MIN", "Clock", "stream_refill"]
+__all__ = ["BLOCK", "HOST_STEPS", "LONGEST_BLOCK", "PAD_TO", "PREFIX_MIN", "Clock", "Seen",
+           "block_for", "steps_for", "stream_refill"]
 
 _log = structlog.get_logger("runner.llm")
-BLOCK = 8  # decode steps between two looks of the host (and refills)
+# Decode steps between two looks of the host (and refills). A round costs the host's work
+# (stop checks, admission, launching) on top of its steps, while a row that stops by EOS or
+# a stop string inside a block holds its slot to the block's end. So the block is `BLOCK`
+# while nothing is known of the mix, then what the measured rate of such early stops makes
+# best (`block_for`), up to `LONGEST_BLOCK`: about 13 steps on the realistic mix of issue 15
+# (3% a step), the whole 48-token cap of instruction generation, where rows rarely stop early.
+BLOCK = 8
+LONGEST_BLOCK = 64
+# One round's host work in decode steps: ~8-10 ms against ~2-2.5 ms a step of a 1B model at
+# 256 slots on the H200 (bench/RESULTS_issue15.md, refill_timing of generate_instructions).
+HOST_STEPS = 4.0
 # The rows of one work item prefilled in one round whose prompts share at least this many
 # leading tokens could prefill that prefix once (`SlotRunner._prefill_shared`): the few-shot
 # block of a batch drawn with `fewshot_draw: batch`, whose rows differ in their last
@@ -108,6 +121,7 @@ def stream_refill(
     on_rows: Callable[[int], None] | None = None,
     graphs: bool | None = None,
     block: int = BLOCK,
+    longest: int | None = None,
     nucleus: str | None = None,
     prefix_min: int | None = None,
 ) -> Iterator[tuple[Any, list[Generation]]]:
@@ -115,7 +129,9 @@ def stream_refill(
 
     `nucleus`: "bisect" (one Triton kernel on CUDA, the default there), "bisect-eager", or
     "sort" (the default elsewhere; the same draws as `fastgen`'s "topk"). `graphs` defaults
-    to CUDA graphs on CUDA and eager steps elsewhere. `prefix_min`: the shortest common
+    to CUDA graphs on CUDA and eager steps elsewhere. `block`: the steps of the first
+    round and the fewest of any; `longest`: the most (default `LONGEST_BLOCK`;
+    `longest=block` keeps every round at `block`). `prefix_min`: the shortest common
     prompt prefix the rows of a round prefill once (0: never). An item that finished in one round is
     yielded while the device runs the next round's steps, so the caller's work on it
     (cleaning, writing, committing) overlaps the decoding. At the end, one `refill_timing`
@@ -133,6 +149,8 @@ def stream_refill(
     runner: SlotRunner | None = None
     clock = Clock()
     done_items = 0
+    longest = max(block, LONGEST_BLOCK if longest is None else longest)
+    seen = Seen()
     while True:
         with clock("pull"):
             free = [s for s, row in enumerate(occupant) if row is None]
@@ -146,7 +164,7 @@ def stream_refill(
                     fastgen.parts_switched_on(lm, compiled):
                 if runner is None or (not active and len(st.queue[0].ids) > runner.width):
                     width = max(len(r.ids) for r in st.queue)
-                    runner = _runner(lm, len(occupant), width, p, graphs, block, nucleus,
+                    runner = _runner(lm, len(occupant), width, p, graphs, longest, nucleus,
                                      compiled)
                     runner.prompt_of.clear()  # a kept runner's cache may predate this model state
                 with clock("admit"):
@@ -154,7 +172,8 @@ def stream_refill(
                 clock.prefilled += prefilled
                 clock.prefix_saved += saved
                 with clock("launch"):
-                    steps = _steps(occupant, block, p.max_new_tokens)
+                    steps = _steps(occupant, seen.block(block, longest), p.max_new_tokens,
+                                   block)
                     queued = runner.run_block(steps, log)
             # While the device runs the block: hand the finished items to the caller.
             while done_items in st.items and st.items[done_items].left == 0:
@@ -172,7 +191,7 @@ def stream_refill(
         clock.steps += steps
         clock.waited += queued.wait_s
         with clock("take"):
-            finished = _take(tokens, occupant, st, p.max_new_tokens)
+            finished = _take(tokens, occupant, st, p.max_new_tokens, seen)
         if not compiled:
             fastgen.count_generated(lm, sum(g.tokens for g in finished))
         if on_rows is not None and finished:
@@ -183,6 +202,35 @@ def stream_refill(
         with clock("caller"):
             yield item.tag, [g for g in item.results if g is not None]
     log.info("refill_timing", slots=len(occupant), **clock.summary())
+
+
+@dataclass
+class Seen:
+    """What the rounds so far showed of the mix: row-steps decoded, rows stopped early."""
+
+    row_steps: int = 0
+    early: int = 0
+    rounds: int = 0
+
+    def block(self, shortest: int, longest: int) -> int:
+        """The next round's longest block: `shortest` until a round has been seen."""
+        if not self.rounds:
+            return shortest
+        return block_for(self.early / max(self.row_steps, 1), shortest, longest)
+
+
+def block_for(early_rate: float, shortest: int, longest: int,
+              host_steps: float = HOST_STEPS) -> int:
+    """The block that decodes the most useful tokens a second when each running row stops
+    early (EOS, a stop string) with probability `early_rate` a step and a round's host work
+    costs `host_steps` steps. A round of n steps costs (host_steps + n) steps and loses about
+    rate * n * n / 2 of its n row-steps to rows idling after their stop; the best n solves
+    rate * n^2 / 2 + rate * host_steps * n = host_steps."""
+    if early_rate <= 0:
+        return longest
+    q, h = early_rate, host_steps
+    best = (-q * h + math.sqrt(q * q * h * h + 2 * q * h)) / q
+    return max(shortest, min(longest, round(best)))
 
 
 class Clock:
@@ -212,6 +260,15 @@ class Clock:
                    device_wait_s=round(self.waited, 3), rounds=self.rounds, steps=self.steps,
                    prefilled_rows=self.prefilled, prefix_tokens_saved=self.prefix_saved)
         return out
+
+
+def steps_for(left: list[int], block: int, shortest: int) -> int:
+    """Decode steps for a round whose running rows may each take `left` more tokens: at most
+    `block`, ending where the first row reaches its cap when that is at least `shortest`
+    steps away (its slot then refills at once), never past the last row's end."""
+    if not left:
+        return 0
+    return min(block, max(min(shortest, block), min(left)), max(left))
 
 
 def _pull(st: _State, source: Iterator[tuple[Any, list[list[int]], int]]) -> None:
@@ -340,19 +397,17 @@ def _sources(runner: SlotRunner, chosen: list[tuple[int, _Row]]) -> list[int | N
     return sources
 
 
-def _steps(occupant: list[_Row | None], block: int, max_new: int) -> int:
-    """Decode steps for this round: `block`, or fewer when every row ends sooner."""
-    need = 0
-    for row in occupant:
-        if row is not None and row.stops is not None:
-            have = len(row.stops.out[0]) + (1 if row.fresh else 0)
-            need = max(need, max_new - have)
-    return min(block, need)
+def _steps(occupant: list[_Row | None], block: int, max_new: int, shortest: int) -> int:
+    """This round's decode steps (`steps_for`) from the rows' tokens still allowed."""
+    left = [max_new - len(row.stops.out[0]) - (1 if row.fresh else 0)
+            for row in occupant if row is not None and row.stops is not None]
+    return steps_for(left, block, shortest)
 
 
 def _take(tokens: list[list[int]], occupant: list[_Row | None], st: _State,
-          max_new: int) -> list[Generation]:
-    """Hand each row its new tokens; free the slots of rows that stopped."""
+          max_new: int, seen: Seen | None = None) -> list[Generation]:
+    """Hand each row its new tokens; free the slots of rows that stopped; count in `seen`
+    the row-steps decoded and the rows that stopped before `max_new`."""
     held = [(slot, row, row.stops) for slot, row in enumerate(occupant)
             if row is not None and row.stops is not None]
     blocks = []
@@ -360,9 +415,15 @@ def _take(tokens: list[list[int]], occupant: list[_Row | None], st: _State,
         new = tokens[slot] if row.fresh else tokens[slot][1:]
         row.fresh = False
         blocks.append(new[: max_new - len(stops.out[0])])
+    before = sum(len(stops.out[0]) for _, _, stops in held)
     take_rows([(stops, 0) for _, _, stops in held], blocks)  # one decode call for the round
     done = [(slot, row, stops) for slot, row, stops in held
             if stops.how[0] is not None or len(stops.out[0]) >= max_new]
+    if seen is not None:
+        seen.rounds += 1
+        seen.row_steps += sum(len(stops.out[0]) for _, _, stops in held) - before
+        seen.early += sum(1 for _, _, stops in done
+                          if stops.how[0] is not None and len(stops.out[0]) < max_new)
     finished = results_of([(stops, 0) for _, _, stops in done])
     for (slot, row, _), gen in zip(done, finished):
         item = st.items[row.item]

@@ -1,0 +1,73 @@
+"""How many decode steps a refill round runs: longer when rows rarely stop early."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from runner.llm.decoding import fastgen, refill
+from runner.llm.decoding.generation import SamplingParams
+from runner.llm.loading import loader
+
+
+@pytest.fixture
+def lm(tiny_model, fresh_loader):
+    """The tiny model, loaded (and no runner kept from another model)."""
+    fastgen.clear_runners()
+    return loader.load_model({"path": str(tiny_model)})
+
+
+def test_no_early_stops_gives_the_longest_block():
+    """Rows that never stop early: nothing is lost to a long block."""
+    assert refill.block_for(0.0, 8, 64) == 64
+
+
+def test_realistic_mix_gives_a_block_of_thirteen():
+    """3% early stops a step (issue 15's mix) and a round's host work of 4 steps: 13 steps."""
+    assert refill.block_for(0.03, 8, 64) == 13
+
+
+def test_frequent_early_stops_keep_the_shortest_block():
+    """Half the rows stopping each step: the shortest block."""
+    assert refill.block_for(0.5, 8, 64) == 8
+
+
+@given(st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+def test_block_never_grows_with_the_early_stop_rate(a, b):
+    """More early stops never make a longer block, and it stays within its bounds."""
+    low, high = sorted((a, b))
+    assert 8 <= refill.block_for(high, 8, 64) <= refill.block_for(low, 8, 64) <= 64
+
+
+def test_block_ends_where_the_first_row_reaches_its_cap():
+    """Rows 10 and 30 tokens from their cap: the round ends after 10 steps."""
+    assert refill.steps_for([10, 30], 64, 8) == 10
+
+
+def test_block_runs_at_least_the_shortest_block():
+    """A row 2 steps from its cap does not shorten the round below the shortest block."""
+    assert refill.steps_for([2, 30], 64, 8) == 8
+
+
+def test_block_never_runs_past_the_last_row():
+    """Rows that may take 47 more tokens: 47 steps, not 64."""
+    assert refill.steps_for([47, 47], 64, 8) == 47
+
+
+def test_fresh_rows_count_their_first_token(lm):
+    """A fresh row of a 48-token cap holds token 0 already: 47 steps are left."""
+    row = refill._Row(0, 0, (1,), 0, None, True)
+    row.stops = type("Stops", (), {"out": [[]]})()
+    assert refill._steps([row, None], 64, 48, 8) == 47
+
+
+def test_rows_that_never_stop_early_take_fewer_rounds(lm):
+    """No EOS, no stop string: one round of 8 steps, then the rest of the cap in one round."""
+    lm.model.generation_config.eos_token_id = None
+    sp = SamplingParams(temperature=0.7, max_new_tokens=30)
+    prompts = lm.encode(["x", "The sea is", "A poem:"])
+    with capture_logs() as logs:
+        gens = [g for _, gs in refill.stream_refill(lm, [(0, prompts, 5)], sp, 3) for g in gs]
+    assert [g.tokens for g in gens] == [30, 30, 30]
+    timing = next(e for e in logs if e["event"] == "refill_timing")
+    assert (timing["rounds"], timing["steps"]) == (2, 29)
