@@ -1,24 +1,42 @@
 #!/usr/bin/env bash
-# Issue 15's device measurements in one call (one H200): refill on the length mix, instruction
-# generation at 4,000 examples, the first call (cold and warm kernel cache), and the gpu test
-# tier of the decoding package. Writes its logs and JSON under $OUT; figures go to
-# bench/RESULTS_issue15.md.   Run (device, repository root): bash bench/gpu/run_issue15.sh
+# Issue 15's device measurements (one H200): refill on the length mix, both generation phases at
+# 4,000 examples (256 and 512 slots), the first call (cold and warm kernel cache), and the
+# whole gpu test tier. Writes its logs and JSON under $OUT; figures go to
+# bench/RESULTS_issue15.md. All four parts take more than one call's 10 minutes: run them as
+#   PARTS="refill instr" bash bench/gpu/run_issue15.sh      (about 9 minutes)
+#   PARTS="first tests" bash bench/gpu/run_issue15.sh       (about 5 minutes)
+# (device, repository root, after `python -m pip install -q --no-index --no-deps .device-wheels/*.whl`).
 set -uo pipefail
 out=${OUT:-bench-out}
 mkdir -p "$out"
+parts=" ${PARTS:-refill instr first tests} "
 export PYTHONUNBUFFERED=1
+# The device's Python keeps no bytecode cache beside its packages, so without this every fresh
+# `runner` process compiles torch, transformers, scipy and sklearn from source (10.3 s of
+# `compile` in one profiled process, RESULTS_issue15.md 2d): a cost a normal install does not
+# have. The first process fills this folder; the timed ones after it read it.
+export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/runner-pycache}
+unset PYTHONDONTWRITEBYTECODE
 quiet() { grep -v -E '^\s*$|\[(info|debug|warning) *\]|"event"'; }
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; date -u
   python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 } 2>&1 | tee "$out/env.txt"
-echo "== refill on the length mix"
-(cd bench && timeout ${REFILL_S:-220} python bench_refill.py --out "$out" 2>&1) | quiet \
-  | tee "$out/refill.log" | tail -40
-echo "== instruction generation at 4,000 examples"
-timeout ${INSTR_S:-140} python bench/gpu/bench_instructions.py --out "$out" 2>&1 | quiet \
-  | tail -6 | tee "$out/instructions.log"
-echo "== first call (fresh processes: cold kernel cache, then warm; each way of building kernels)"
-OUT="$out" bash bench/gpu/first_call.sh 2>&1 | tee "$out/first_call.log"
-echo "== gpu tests (decoding)"
-timeout ${TESTS_S:-100} python -m pytest -q -m gpu tests/llm/decoding -p no:cacheprovider 2>&1 \
-  | tail -12 | tee "$out/gpu_tests.log"
+if [[ $parts == *" refill "* ]]; then
+  echo "== refill on the length mix (rounds adapted to the mix, and fixed at 8 and 16 steps)"
+  (cd bench && timeout ${REFILL_S:-240} python bench_refill.py --out "$out" 2>&1) | quiet \
+    | tee "$out/refill.log" | tail -40
+fi
+if [[ $parts == *" instr "* ]]; then
+  echo "== both generation phases at 4,000 examples (fresh processes after a warm-up)"
+  (cd bench/gpu && timeout ${INSTR_S:-300} python bench_instructions.py --out "$out" --skip-row \
+    --slots 256,512 2>&1) | quiet | tail -8 | tee "$out/instructions.log"
+fi
+if [[ $parts == *" first "* ]]; then
+  echo "== first call (fresh processes: cold kernel cache, then warm)"
+  OUT="$out" VARIANTS="main helper-wait" bash bench/gpu/first_call.sh 2>&1 | tee "$out/first_call.log"
+fi
+if [[ $parts == *" tests "* ]]; then
+  echo "== gpu test tier"
+  timeout ${TESTS_S:-200} python -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 \
+    | tail -12 | tee "$out/gpu_tests.log"
+fi
