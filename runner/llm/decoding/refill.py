@@ -75,8 +75,9 @@ HOST_STEPS = 4.0
 # block of a batch drawn with `fewshot_draw: batch`, whose rows differ in their last
 # instruction. 0 = off, the default: on the H200 (2026-12-01, bench/RESULTS_issue15.md 2c)
 # generate_responses at 4,000 examples took 27.3 s with it (PREFIX_MIN 32) against 17.3 s
-# without: a ~110-token block of ~500-token prompts saves less prefill than the split prefill
-# costs (each layer gathers the rows' whole cache rows and rewrites the suffix columns).
+# without: a ~110-token block of ~180-token prompts spares prefill FLOPs, but admission is
+# bound by launches and host work, not FLOPs (RESULTS_issue15.md 2d), and the split prefill adds
+# both (each layer gathers the rows' whole cache rows and rewrites the suffix columns).
 # Identical prompts are still prefilled once (a slot holding the prompt lends its KV).
 PREFIX_MIN = 0
 PAD_TO = 64  # the runner's prompt width is a multiple of this

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from runner.llm.decoding import fastgen, refill
+from runner.llm.decoding.basics import RowStops
 from runner.llm.decoding.generation import SamplingParams
 from runner.llm.loading import loader
 
@@ -71,3 +72,16 @@ def test_rows_that_never_stop_early_take_fewer_rounds(lm):
     assert [g.tokens for g in gens] == [30, 30, 30]
     timing = next(e for e in logs if e["event"] == "refill_timing")
     assert (timing["rounds"], timing["steps"]) == (2, 29)
+
+
+def test_take_counts_rows_that_stop_before_their_cap(lm):
+    """An EOS row counts as an early stop; a row that reaches its cap does not."""
+    eos = lm.tokenizer.eos_token_id
+    st = refill._State()
+    st.items[0] = refill._Item("batch", [None, None], 2)
+    occupant = [refill._Row(0, place, (1,), 0, RowStops(lm.tokenizer, {eos}, 1, ())) for place in (0, 1)]
+    seen = refill.Seen()
+    # Per slot: row 0 of the block (token 0 of fresh rows: none here), then 4 steps.
+    finished = refill._take([[0, 5, 6, eos, 7], [0, 5, 6, 7, 8]], occupant, st, 4, seen)
+    assert [g.stopped_by for g in finished] == ["eos", "max_new_tokens"]
+    assert (seen.rounds, seen.early, seen.row_steps) == (1, 1, 6)
