@@ -11,7 +11,10 @@ Builds the pilot's random-initialised 1B Llama (`run_pilot.build_model`), then i
 3. `responses_1b.yaml` at 4,000 examples: `generate_instructions` with `fewshot_draw: batch`,
    the random model's instructions passed on as kept, then `generate_responses` (4,000 rows
    of at most 128 tokens, `fewshot_draw: batch`), 256 slots;
-4. the same with 512 slots (`--slots` lists the counts of runs 3 and 4).
+4. the same with 512 slots (`--slots` lists the counts of runs 3 and 4);
+
+runs 3 and 4 each twice (`--rounds`): with refill rounds as shipped (adapted to the mix) and
+with every round fixed at 8 steps (the engine before commit 5a40edd).
 
 Tokens/s = generated tokens (EOS excluded) / the phase's wall seconds, and again over the
 wall seconds less the model load. Each phase's `refill_timing` log line says where its
@@ -30,6 +33,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,11 +47,28 @@ GENERATION = ("generate_instructions", "generate_responses")
 TIMING = ("pull", "admit", "launch", "device", "take", "caller")
 
 
-def measure(run_id: str, spec: Path, sets: list[str], state: Path, env: dict[str, str]
-            ) -> dict[str, dict[str, Any]]:
+# `runner run` with every refill round fixed at `refill.BLOCK` steps: the engine before its
+# rounds adapted to the mix (commit 5a40edd), for an A/B in fresh processes of one call.
+FIXED_ROUNDS = """
+import sys
+from runner.llm.decoding import refill
+refill.LONGEST_BLOCK = refill.BLOCK
+from runner.cli.main import main
+sys.argv = ["runner"] + sys.argv[1:]
+main()
+"""
+
+
+def measure(run_id: str, spec: Path, sets: list[str], state: Path, env: dict[str, str],
+            fixed: bool = False) -> dict[str, dict[str, Any]]:
     """Per generation phase of one fresh run: tokens, wall, load, tok/s, the loop's timing."""
     started = time.monotonic()
-    done = runner("run", str(spec), "--run-id", run_id, *sets, state=state, env=env)
+    if fixed:
+        done = subprocess.run([sys.executable, "-c", FIXED_ROUNDS, "run", str(spec), "--run-id",
+                               run_id, *sets, "--state-dir", str(state)],
+                              capture_output=True, text=True, env=env, cwd=ROOT)
+    else:
+        done = runner("run", str(spec), "--run-id", run_id, *sets, state=state, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{run_id}: exit {done.returncode}\n{done.stderr[-3000:]}")
     process_s = time.monotonic() - started
@@ -80,8 +102,8 @@ def measure(run_id: str, spec: Path, sets: list[str], state: Path, env: dict[str
 def markdown(results: dict[str, dict[str, dict[str, Any]]], device: str) -> str:
     lines = [f"Device: {device}. Tokens/s = generated tokens / phase wall seconds.", "",
              "| run | phase | generations | tokens | wall s | load s | tok/s | tok/s w/o load "
-             "| prompts | prefilled | prefix tokens spared | steps | " + " | ".join(f"{k} s" for k in TIMING) + " |",
-             "|" + "---|" * (12 + len(TIMING))]
+             "| prompts | prefilled | prefix tokens spared | rounds | steps | " + " | ".join(f"{k} s" for k in TIMING) + " |",
+             "|" + "---|" * (13 + len(TIMING))]
     for run, phases in results.items():
         for name, r in phases.items():
             t = r["refill"]
@@ -89,7 +111,7 @@ def markdown(results: dict[str, dict[str, dict[str, Any]]], device: str) -> str:
                 f"| {run} | {name} | {r['generations']} | {r['tokens']} | {r['wall_s']:.2f} | "
                 f"{r['model_load_s']:.2f} | {r['tok_s']:,.0f} | {r['tok_s_without_load']:,.0f} | "
                 f"{r['distinct_prompts']} | {t.get('prefilled_rows', '')} | {t.get('prefix_tokens_saved', '')} | "
-                f"{t.get('steps', '')} | "
+                f"{t.get('rounds', '')} | {t.get('steps', '')} | "
                 + " | ".join(f"{t.get(f'{k}_s', 0.0):.2f}" for k in TIMING) + " |")
     return "\n".join(lines) + "\n"
 
@@ -101,6 +123,9 @@ def main() -> None:
     ap.add_argument("--examples", type=int, help="default 4000 (--tiny: 200)")
     ap.add_argument("--slots", default="256,512", help="slot counts of the batch-draw runs")
     ap.add_argument("--skip-row", action="store_true", help="leave out the fewshot_draw: row run")
+    ap.add_argument("--rounds", default="adaptive,fixed",
+                    help="refill rounds of the batch-draw runs: adaptive (as shipped) and/or "
+                         "fixed (every round 8 steps, the engine before)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path("/tmp/runner-instr-bench")
@@ -123,10 +148,14 @@ def main() -> None:
     if not args.skip_row:
         runs["instructions, fewshot_draw row, 256 slots"] = (
             INSTRUCTIONS, [*base, "--set", f"examples={n}"])
+    fixed: set[str] = set()
     for slots in slot_counts:
-        runs[f"fewshot_draw batch, {slots} slots"] = (
-            RESPONSES, [*base, "--set", f"examples={n}", "--set", f"slots={slots}"])
-    results = {name: measure(f"r{i}", spec, sets, state, env)
+        for rounds in args.rounds.split(","):
+            name = f"fewshot_draw batch, {slots} slots, {rounds} rounds"
+            runs[name] = (RESPONSES, [*base, "--set", f"examples={n}", "--set", f"slots={slots}"])
+            if rounds == "fixed":
+                fixed.add(name)
+    results = {name: measure(f"r{i}", spec, sets, state, env, fixed=name in fixed)
                for i, (name, (spec, sets)) in enumerate(runs.items())}
     device = "CPU (--tiny)" if args.tiny else _device()
     (args.out / "bench_instructions.json").write_text(

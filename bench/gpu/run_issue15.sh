@@ -2,9 +2,12 @@
 # Issue 15's device measurements (one H200): refill on the length mix, both generation phases at
 # 4,000 examples (256 and 512 slots), the first call (cold and warm kernel cache), and the
 # whole gpu test tier. Writes its logs and JSON under $OUT; figures go to
-# bench/RESULTS_issue15.md. All four parts take more than one call's 10 minutes: run them as
-#   PARTS="refill instr" bash bench/gpu/run_issue15.sh      (about 9 minutes)
-#   PARTS="first tests" bash bench/gpu/run_issue15.sh       (about 5 minutes)
+# bench/RESULTS_issue15.md. The parts take more than one call's 10 minutes: run them as
+#   PARTS="refill" bash bench/gpu/run_issue15.sh        (about 4 minutes)
+#   PARTS="instr" bash bench/gpu/run_issue15.sh         (about 5 minutes)
+#   PARTS="first tests" bash bench/gpu/run_issue15.sh   (about 5 minutes)
+# Both `refill` and `instr` time the rounds as shipped (adapted to the mix) against rounds fixed
+# at 8 steps (the engine before), in the same process (refill) or the same call (instr).
 # (device, repository root, after `python -m pip install -q --no-index --no-deps .device-wheels/*.whl`).
 set -uo pipefail
 out=${OUT:-bench-out}
@@ -27,8 +30,8 @@ if [[ $parts == *" refill "* ]]; then
     | tee "$out/refill.log" | tail -40
 fi
 if [[ $parts == *" instr "* ]]; then
-  echo "== both generation phases at 4,000 examples (fresh processes after a warm-up)"
-  (cd bench/gpu && timeout ${INSTR_S:-300} python bench_instructions.py --out "$out" --skip-row \
+  echo "== both generation phases at 4,000 examples, rounds adaptive and fixed (fresh processes)"
+  (cd bench/gpu && timeout ${INSTR_S:-420} python bench_instructions.py --out "$out" --skip-row \
     --slots 256,512 2>&1) | quiet | tail -8 | tee "$out/instructions.log"
 fi
 if [[ $parts == *" first "* ]]; then
