@@ -67,8 +67,9 @@ _log = structlog.get_logger("runner.llm")
 # (3% a step), the whole 48-token cap of instruction generation, where rows rarely stop early.
 BLOCK = 8
 LONGEST_BLOCK = 64
-# One round's host work in decode steps: ~8-10 ms against ~2-2.5 ms a step of a 1B model at
-# 256 slots on the H200 (bench/RESULTS_issue15.md, refill_timing of generate_instructions).
+# One round's host work in decode steps, admission aside (it scales with the rows admitted, not
+# the rounds): stop checks, launch and pull took 7.4 ms a round against 1.9 ms a step of a 1B
+# model at 256 slots on the H200 (bench/RESULTS_issue15.md 2d, generate_instructions).
 HOST_STEPS = 4.0
 # The rows of one work item prefilled in one round whose prompts share at least this many
 # leading tokens could prefill that prefix once (`SlotRunner._prefill_shared`): the few-shot
