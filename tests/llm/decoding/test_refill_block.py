@@ -1,7 +1,7 @@
 """How many decode steps a refill round runs: longer when rows rarely stop early."""
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
@@ -85,3 +85,30 @@ def test_take_counts_rows_that_stop_before_their_cap(lm):
     finished = refill._take([[0, 5, 6, eos, 7], [0, 5, 6, 7, 8]], occupant, st, 4, seen)
     assert [g.stopped_by for g in finished] == ["eos", "max_new_tokens"]
     assert (seen.rounds, seen.early, seen.row_steps) == (1, 1, 6)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(slots=st.integers(1, 4), block=st.integers(1, 6), longest=st.integers(1, 24),
+       sizes=st.lists(st.integers(0, 3), min_size=1, max_size=3), max_new=st.integers(1, 20))
+def test_rounds_never_change_what_a_row_generates(lm, slots, block, longest, sizes, max_new):
+    """Any slots, first block and longest block: each row equals the one-step-round run of it."""
+    probe = [t for _, gs in refill.stream_refill(lm, _work(lm, [3]), _SAMPLED, 1) for g in gs
+             for t in g.token_ids[2:6]]
+    # An EOS the tiny model samples often, so that rows stop early at different steps.
+    lm.model.generation_config.eos_token_id = [lm.tokenizer.eos_token_id,
+                                               max(set(probe), key=probe.count)]
+    sp = SamplingParams(temperature=1.0, top_p=0.9, repetition_penalty=1.2, max_new_tokens=max_new)
+    work = _work(lm, sizes)
+    serial = dict(refill.stream_refill(lm, work, sp, 1, block=1, longest=1))
+    got = dict(refill.stream_refill(lm, work, sp, slots, block=block, longest=longest))
+    assert got == serial
+
+
+_SAMPLED = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=8)
+_TEXTS = ["### Instruction:\nWrite", "x", "Name three", "The sea is", "A poem:"]
+
+
+def _work(lm, sizes):
+    ids = lm.encode(_TEXTS)
+    return [(n, [ids[(n + i) % len(ids)] for i in range(size)], 7 + n)
+            for n, size in enumerate(sizes)]
