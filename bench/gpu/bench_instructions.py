@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from run_pilot import ROOT, build_model, runner, status
+from run_pilot import ROOT, fresh_bench, runner, status
 
 INSTRUCTIONS = ROOT / "bench" / "gpu" / "instructions_1b.yaml"
 RESPONSES = ROOT / "bench" / "gpu" / "responses_1b.yaml"
@@ -127,14 +125,11 @@ def main() -> None:
                     help="refill rounds of the batch-draw runs: adaptive (as shipped) and/or "
                          "fixed (every round 8 steps, the engine before)")
     args = ap.parse_args()
+    wrong = set(args.rounds.split(",")) - {"adaptive", "fixed"}
+    if wrong:
+        ap.error(f"--rounds: {', '.join(sorted(wrong))} is not adaptive or fixed")
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path("/tmp/runner-instr-bench")
-    shutil.rmtree(work, ignore_errors=True)
-    model, state = work / "llama-random", work / "state"
-    build_model(model, args.tiny)
-    env = dict(os.environ)
-    if args.tiny:
-        env["RUNNER_GENERATION"] = "static"  # the refill engine, run eagerly on the CPU
+    model, state, env = fresh_bench(Path("/tmp/runner-instr-bench"), args.tiny)
     n = str(args.examples or (200 if args.tiny else 4000))
     slot_counts = [int(x) for x in args.slots.split(",") if x.strip()]
     base = ["--set", f"model_path={model}", "--set", "batch_size=256"]

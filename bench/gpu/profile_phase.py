@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from run_pilot import ROOT, build_model, runner
+from run_pilot import ROOT, fresh_bench, runner
 
 INSTRUCTIONS = ROOT / "bench" / "gpu" / "instructions_1b.yaml"
 RESPONSES = ROOT / "bench" / "gpu" / "responses_1b.yaml"
@@ -78,13 +76,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, help="default 4000 (--tiny: 100)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path("/tmp/runner-profile-phase")
-    shutil.rmtree(work, ignore_errors=True)
-    model, state = work / "llama-random", work / "state"
-    build_model(model, args.tiny)
-    env = dict(os.environ)
-    if args.tiny:
-        env["RUNNER_GENERATION"] = "static"
+    model, state, env = fresh_bench(Path("/tmp/runner-profile-phase"), args.tiny)
     n = str(args.examples or (100 if args.tiny else 4000))
     base = ["--set", f"model_path={model}", "--set", "batch_size=256"]
     instr = [*base, "--set", f"examples={n}", "--set", "instruction.fewshot_draw=batch"]

@@ -53,6 +53,18 @@ def build_model(path: Path, tiny: bool) -> float:
     return float(n)
 
 
+def fresh_bench(work: Path, tiny: bool) -> tuple[Path, Path, dict[str, str]]:
+    """An emptied `work` folder with the random model built in it: (model, state folder, env
+    for `runner`; --tiny runs the refill engine eagerly on the CPU, as on CUDA)."""
+    shutil.rmtree(work, ignore_errors=True)
+    model, state = work / "llama-random", work / "state"
+    build_model(model, tiny)
+    env = dict(os.environ)
+    if tiny:
+        env["RUNNER_GENERATION"] = "static"
+    return model, state, env
+
+
 def runner(*args: str, state: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "runner", *args, "--state-dir", str(state)],
                           capture_output=True, text=True, env=env, cwd=ROOT)
