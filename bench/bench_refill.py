@@ -96,12 +96,49 @@ def ours_lockstep(lm, prompts, sp, chunk: int) -> list[int]:
     return [g.tokens for g in out]
 
 
+class TimingLog:
+    """A stand-in for the refill loop's logger that keeps its `refill_timing` line."""
+
+    def __init__(self) -> None:
+        self.timing: dict[str, Any] = {}
+
+    def info(self, event: str, **kw: Any) -> None:
+        if event == "refill_timing":
+            self.timing = kw
+
+    def warning(self, event: str, **kw: Any) -> None:
+        print(event, kw, flush=True)
+
+
 def ours_refill(lm, prompts, sp, slots: int, chunk: int = 256, block: int = refill.BLOCK,
-                longest: int = refill.LONGEST_BLOCK) -> list[int]:
+                longest: int = refill.LONGEST_BLOCK, log: Any = None) -> list[int]:
     work = [(n, prompts[s : s + chunk], 100 + n) for n, s in enumerate(range(0, len(prompts), chunk))]
     return [g.tokens for _, gens in refill.stream_refill(lm, work, sp, slots, block=block,
-                                                         longest=longest)
+                                                         longest=longest, log=log)
             for g in gens]
+
+
+def sweep(lm: Any, prompts: list[list[int]], sp: SamplingParams, slots: int, chunk: int,
+          blocks: list[str], repeats: int) -> list[dict[str, Any]]:
+    """Refill at `slots` slots with each round rule of `blocks` ("adaptive", or a fixed
+    number of steps), interleaved `repeats` times in this process: useful tok/s and the
+    loop's own timing line (rounds, steps, admission and device seconds) per run."""
+    rows = []
+    for rep in range(repeats):
+        for name in blocks:
+            b, longest = ((refill.BLOCK, refill.LONGEST_BLOCK) if name == "adaptive"
+                          else (int(name), int(name)))
+            if rep == 0:  # its runner, graph and every admission's shapes seen untimed
+                ours_refill(lm, prompts, sp, slots, chunk, b, longest)
+            log = TimingLog()
+            t, lengths = timed(lm, lambda b=b, longest=longest, log=log: ours_refill(
+                lm, prompts, sp, slots, chunk, b, longest, log))
+            u = useful(lengths)
+            rows.append({"rule": name, "repeat": rep, "seconds": t,
+                         "useful_tok_s": u["useful"] / t, **log.timing})
+            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()},
+                  flush=True)
+    return rows
 
 
 def hf_kwargs(sp: SamplingParams, top_k: int | None) -> dict[str, Any]:
@@ -190,7 +227,15 @@ def main() -> None:
     ap.add_argument("--hf-rows", type=int, default=None, help="prompts for generate_batch")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--skip-hf", action="store_true", help="no transformers baselines")
+    ap.add_argument("--sweep", default="", metavar="ROUNDS",
+                    help="only time refill at 256 slots for each round rule, e.g. "
+                         "adaptive,4,6,8,12 (a fixed number of steps), interleaved --repeats times")
+    ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
+    blocks = [b for b in args.sweep.split(",") if b]
+    bad = [b for b in blocks if b != "adaptive" and not (b.isdigit() and int(b) > 0)]
+    if bad:
+        ap.error(f"--sweep: {', '.join(bad)} is not adaptive or a positive number of steps")
     rows = args.rows or (16 if args.tiny else 1024)
     plen, chunk = (32, 8) if args.tiny else (256, 256)
     g = torch.Generator().manual_seed(0)
@@ -200,6 +245,13 @@ def main() -> None:
     sp = SamplingParams(temperature=T, top_p=0.9, repetition_penalty=1.15,
                         max_new_tokens=24 if args.tiny else 128)
     results: dict[str, Any] = {"device": device_name(lm), "rows": rows}
+    if blocks:
+        results["sweep"] = sweep(lm, prompts, sp, 8 if args.tiny else 256, chunk, blocks,
+                                 args.repeats)
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "bench_refill_sweep.json").write_text(json.dumps(results, indent=1))
+        return
     table = []
 
     def record(name: str, fn: Any, n_rows: int, warm: Any = None) -> dict[str, float]:
@@ -221,6 +273,10 @@ def main() -> None:
         return u
 
     few = prompts[:chunk]
+    # Each refill variant is warmed on the very work it is timed on: a run admits rows in
+    # counts the warm-up must have seen, or the timed run pays first-use costs of those
+    # prefill shapes (2026-12-01: a 256-row warm-up left the first variant 10-30% slower
+    # than the same variant timed again, bench/RESULTS_issue15.md 1e).
     record("ours lockstep, calls of 256", lambda: ours_lockstep(lm, prompts, sp, chunk), rows,
            warm=lambda: ours_lockstep(lm, few, sp, chunk))
     fastgen.clear_runners()
@@ -230,15 +286,15 @@ def main() -> None:
         fastgen.clear_runners()
     for slots in ((4, 8) if args.tiny else (256, 512)):
         record(f"ours refill, {slots} slots", lambda s=slots: ours_refill(lm, prompts, sp, s, chunk),
-               rows, warm=lambda s=slots: ours_refill(lm, prompts[:s], sp, s, chunk))
+               rows, warm=lambda s=slots: ours_refill(lm, prompts, sp, s, chunk))
     small = 8 if args.tiny else 256
     b = refill.BLOCK  # every round `b` steps: the engine before its blocks adapted to the mix
     record(f"ours refill, {small} slots, fixed block {b}",
            lambda: ours_refill(lm, prompts, sp, small, chunk, b, b), rows,
-           warm=lambda: ours_refill(lm, prompts[:small], sp, small, chunk, b, b))
+           warm=lambda: ours_refill(lm, prompts, sp, small, chunk, b, b))
     record(f"ours refill, {small} slots, fixed block 16",
            lambda: ours_refill(lm, prompts, sp, small, chunk, 16, 16), rows,
-           warm=lambda: ours_refill(lm, prompts[:small], sp, small, chunk, 16, 16))
+           warm=lambda: ours_refill(lm, prompts, sp, small, chunk, 16, 16))
     with Meter(lm) as meter:  # the same 256-slot run again, prefill and decode timed apart
         ours_refill(lm, prompts, sp, small, chunk)
     print({k: v for k, v in vars(meter).items() if not k.startswith("_") and k != "lm"})
