@@ -63,8 +63,11 @@ _log = structlog.get_logger("runner.llm")
 # (stop checks, admission, launching) on top of its steps, while a row that stops by EOS or
 # a stop string inside a block holds its slot to the block's end. So the block is `BLOCK`
 # while nothing is known of the mix, then what the measured rate of such early stops makes
-# best (`block_for`), up to `LONGEST_BLOCK`: about 13 steps on the realistic mix of issue 15
-# (3% a step), the whole 48-token cap of instruction generation, where rows rarely stop early.
+# best (`block_for`), up to `LONGEST_BLOCK`: about 8 steps on the realistic mix of issue 15
+# (20 rounds for 167 steps on the H200, as fast as rounds fixed at 8), the whole 48-token cap
+# of instruction generation, where rows rarely stop early (1.14-1.18x the phase's tokens/s
+# with rounds fixed at 8; 1.61x in generate_responses: fewer, larger admissions;
+# bench/RESULTS_issue15.md 1b and 2e).
 BLOCK = 8
 LONGEST_BLOCK = 64
 # One round's host work in decode steps, admission aside (it scales with the rows admitted, not
