@@ -13,8 +13,9 @@ Builds the pilot's random-initialised 1B Llama (`run_pilot.build_model`), then i
    of at most 128 tokens, `fewshot_draw: batch`), 256 slots;
 4. the same with 512 slots (`--slots` lists the counts of runs 3 and 4);
 
-runs 3 and 4 each twice (`--rounds`): with refill rounds as shipped (adapted to the mix) and
-with every round fixed at 8 steps (the engine before commit 5a40edd).
+runs 3 and 4 each with refill rounds as shipped (adapted to the mix) and/or with every round
+fixed at 8 steps (the engine before commit 5a40edd) (`--rounds`), and with the prefill's
+attention kernel as shipped (memory-efficient) and/or PyTorch's pick, cuDNN (`--prefill`).
 
 Tokens/s = generated tokens (EOS excluded) / the phase's wall seconds, and again over the
 wall seconds less the model load. Each phase's `refill_timing` log line says where its
@@ -45,12 +46,18 @@ GENERATION = ("generate_instructions", "generate_responses")
 TIMING = ("pull", "admit", "launch", "device", "take", "caller")
 
 
-# `runner run` with every refill round fixed at `refill.BLOCK` steps: the engine before its
-# rounds adapted to the mix (commit 5a40edd), for an A/B in fresh processes of one call.
-FIXED_ROUNDS = """
+# `runner run` with module settings changed, for an A/B in fresh processes of one call:
+# "fixed" rounds (every refill round `refill.BLOCK` steps: the engine before its rounds adapted
+# to the mix, commit 5a40edd) and the "auto" prefill kernel (`static_kv.PREFILL_KERNEL`:
+# PyTorch's pick, cuDNN, as shipped before the memory-efficient kernel).
+PATCHES = {
+    "fixed": "refill.LONGEST_BLOCK = refill.BLOCK",
+    "auto": 'static_kv.PREFILL_KERNEL = "auto"',
+}
+PATCHED = """
 import sys
-from runner.llm.decoding import refill
-refill.LONGEST_BLOCK = refill.BLOCK
+from runner.llm.decoding import refill, static_kv
+{patches}
 from runner.cli.main import main
 sys.argv = ["runner"] + sys.argv[1:]
 main()
@@ -58,11 +65,12 @@ main()
 
 
 def measure(run_id: str, spec: Path, sets: list[str], state: Path, env: dict[str, str],
-            fixed: bool = False) -> dict[str, dict[str, Any]]:
+            patches: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """Per generation phase of one fresh run: tokens, wall, load, tok/s, the loop's timing."""
     started = time.monotonic()
-    if fixed:
-        done = subprocess.run([sys.executable, "-c", FIXED_ROUNDS, "run", str(spec), "--run-id",
+    if patches:
+        code = PATCHED.format(patches="\n".join(PATCHES[p] for p in patches))
+        done = subprocess.run([sys.executable, "-c", code, "run", str(spec), "--run-id",
                                run_id, *sets, "--state-dir", str(state)],
                               capture_output=True, text=True, env=env, cwd=ROOT)
     else:
@@ -124,10 +132,16 @@ def main() -> None:
     ap.add_argument("--rounds", default="adaptive,fixed",
                     help="refill rounds of the batch-draw runs: adaptive (as shipped) and/or "
                          "fixed (every round 8 steps, the engine before)")
+    ap.add_argument("--prefill", default="efficient",
+                    help="prefill attention kernels of the batch-draw runs: efficient (as "
+                         "shipped) and/or auto (PyTorch's pick: cuDNN; static_kv.PREFILL_KERNEL)")
     args = ap.parse_args()
     wrong = set(args.rounds.split(",")) - {"adaptive", "fixed"}
     if wrong:
         ap.error(f"--rounds: {', '.join(sorted(wrong))} is not adaptive or fixed")
+    wrong = set(args.prefill.split(",")) - {"auto", "efficient"}
+    if wrong:
+        ap.error(f"--prefill: {', '.join(sorted(wrong))} is not auto or efficient")
     args.out.mkdir(parents=True, exist_ok=True)
     model, state, env = fresh_bench(Path("/tmp/runner-instr-bench"), args.tiny)
     n = str(args.examples or (200 if args.tiny else 4000))
@@ -143,14 +157,15 @@ def main() -> None:
     if not args.skip_row:
         runs["instructions, fewshot_draw row, 256 slots"] = (
             INSTRUCTIONS, [*base, "--set", f"examples={n}"])
-    fixed: set[str] = set()
+    patched: dict[str, tuple[str, ...]] = {}
     for slots in slot_counts:
         for rounds in args.rounds.split(","):
-            name = f"fewshot_draw batch, {slots} slots, {rounds} rounds"
-            runs[name] = (RESPONSES, [*base, "--set", f"examples={n}", "--set", f"slots={slots}"])
-            if rounds == "fixed":
-                fixed.add(name)
-    results = {name: measure(f"r{i}", spec, sets, state, env, fixed=name in fixed)
+            for prefill in args.prefill.split(","):
+                name = f"fewshot_draw batch, {slots} slots, {rounds} rounds, {prefill} prefill"
+                runs[name] = (RESPONSES, [*base, "--set", f"examples={n}",
+                                          "--set", f"slots={slots}"])
+                patched[name] = tuple(x for x in (rounds, prefill) if x in PATCHES)
+    results = {name: measure(f"r{i}", spec, sets, state, env, patched.get(name, ()))
                for i, (name, (spec, sets)) in enumerate(runs.items())}
     device = "CPU (--tiny)" if args.tiny else _device()
     (args.out / "bench_instructions.json").write_text(

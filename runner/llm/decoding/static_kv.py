@@ -20,22 +20,31 @@ For bf16/fp16 on CUDA at a large batch, a decode step's attention is our Triton 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from runner.llm.decoding import triton_attention
 from runner.llm.decoding.basics import forward_params
 
-__all__ = ["ATTENTION_NAME", "FAMILIES", "StaticKV", "decode_mask", "model_step", "prefill_mask",
+__all__ = ["ATTENTION_NAME", "FAMILIES", "PREFILL_KERNEL", "StaticKV", "decode_mask", "model_step", "prefill_mask",
            "static_attention", "supported"]
 
 ATTENTION_NAME = "runner_static_sdpa"
 # Decoder-only families whose every layer is full attention over a plain KV cache and whose
 # logits are `lm_head(norm(h))`: what this cache and mask reproduce exactly.
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}
+# The prefill's attention kernel for bf16/fp16 on CUDA: "efficient" (the memory-efficient
+# kernel, GQA's KV heads repeated for it) or "auto" (PyTorch's pick with a mask: cuDNN, which
+# reads the shared KV heads as they are). Each admission of the refill engine prefills a row
+# count the process has mostly not run before, and cuDNN builds a plan for every new shape:
+# 58 ms on the H200 against 0.2 ms for the memory-efficient kernel, which then runs 0.7 ms a
+# layer where cuDNN runs 0.2 (bench/probe_prefill_shapes.py). In the phase, generate_responses
+# at 4,000 examples ran 1.12x faster with it (bench/RESULTS_issue15.md 2f).
+PREFILL_KERNEL = "efficient"
 
 
 def supported(model: Any) -> bool:
@@ -98,14 +107,18 @@ def _attention(
                                              attn_mask=attention_mask, scale=scaling)
         out = out.reshape(b, hq, 1, d)
     else:
-        # The prefill, once per batch. With a mask on CUDA, cuDNN's kernel reads GQA's shared
-        # KV heads as they are; elsewhere (CPU, float32) repeat them for the query heads.
-        gqa = hq != hkv and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
+        # The prefill. In bf16/fp16 on CUDA, the memory-efficient kernel (`PREFILL_KERNEL`),
+        # GQA's KV heads repeated for it, or PyTorch's pick (cuDNN, which reads the shared
+        # heads as they are); elsewhere (CPU, float32) repeat them for the query heads.
+        half = query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
+        efficient = half and PREFILL_KERNEL == "efficient"
+        gqa = hq != hkv and half and not efficient
         if hq != hkv and not gqa:
             key = key.repeat_interleave(hq // hkv, dim=1)
             value = value.repeat_interleave(hq // hkv, dim=1)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
-                                             scale=scaling, enable_gqa=gqa)
+        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]) if efficient else nullcontext():
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                                 scale=scaling, enable_gqa=gqa)
     return out.transpose(1, 2).contiguous(), None
 
 
