@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from runner.errors import PhaseError
 from runner.llm.loading.contamination import chat_denylist, check_token_ids, role_markers
@@ -48,6 +49,7 @@ __all__ = [
 
 SENTINEL_PROMPT = "The three largest cities in France are Paris,"
 _SENTINEL_TOKENS = 16
+_SENTINEL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 _TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
     "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json", "chat_template.jinja",
@@ -265,7 +267,11 @@ def _sentinel(model: Any, tok: Any, device: torch.device) -> dict[str, Any]:
         max_new_tokens=_SENTINEL_TOKENS, do_sample=False,
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
     )
-    with torch.inference_mode():
+    # Each of the sentinel's steps attends over a longer cache: a new shape every step, for
+    # which cuDNN's attention builds a plan (58 ms on the H200, bench/probe_prefill_shapes.py);
+    # under cProfile the sentinel's attention took 0.88 s of a model load there
+    # (bench/RESULTS_issue15.md 2f). The other kernels give the same greedy text without that.
+    with torch.inference_mode(), sdpa_kernel(_SENTINEL_ATTENTION):
         out = model.generate(
             ids.to(device), attention_mask=torch.ones_like(ids).to(device), generation_config=config
         )

@@ -87,6 +87,25 @@ def test_contamination_error_names_token_and_prompt_id(chat_model, fresh_loader)
         lm.check_prompts(["plain text", "<|im_start|>user hi"], ["gen/i0", "gen/i1"], "gen")
 
 
+def test_sentinel_runs_without_cudnn_attention(tiny_model, fresh_loader, monkeypatch):
+    """The sentinel's generate runs with cuDNN's attention switched off (a plan per new shape,
+    and each step is one), and the switch is restored after it."""
+    from transformers import LlamaForCausalLM
+
+    seen: list[bool] = []
+    original = LlamaForCausalLM.generate
+
+    def recording(self, *args, **kwargs):
+        seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaForCausalLM, "generate", recording)
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    loader.load_model({"path": str(tiny_model)})
+    assert seen == [False]
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
+
+
 def test_sentinel_recorded_in_provenance(tiny_model, fresh_loader):
     """The sentinel prompt and its greedy completion are in the provenance."""
     sentinel = loader.load_model({"path": str(tiny_model)}).provenance["sentinel"]
