@@ -24,6 +24,8 @@ T = 0.7: a row stops with probability ~3% a step. 1,024 prompts of 256 random to
 
 Useful tokens: generated tokens before EOS (EOS not counted), summed over rows.
 Run (device): python bench/bench_refill.py --out $OUT       CPU smoke: --tiny
+Only refill at 256 slots, per round rule and prefill attention kernel, new shapes then seen
+ones: --sweep adaptive,8 --prefill efficient,auto --repeats 2   (bench_refill_sweep.json)
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import Any
 import torch
 from _llm import IdTokenizer, build, device_name, print_table, sync
 
-from runner.llm.decoding import fastgen, refill
+from runner.llm.decoding import fastgen, refill, static_kv
 from runner.llm.decoding.generation import SamplingParams, generate
 from runner.llm.decoding.slot_runner import SlotRunner
 
@@ -118,26 +120,36 @@ def ours_refill(lm, prompts, sp, slots: int, chunk: int = 256, block: int = refi
             for g in gens]
 
 
-def sweep(lm: Any, prompts: list[list[int]], sp: SamplingParams, slots: int, chunk: int,
-          blocks: list[str], repeats: int) -> list[dict[str, Any]]:
+def sweep(lm: Any, prompts: list[list[int]], other: list[list[int]], sp: SamplingParams,
+          slots: int, chunk: int, blocks: list[str], kernels: list[str],
+          repeats: int) -> list[dict[str, Any]]:
     """Refill at `slots` slots with each round rule of `blocks` ("adaptive", or a fixed
-    number of steps), interleaved `repeats` times in this process: useful tok/s and the
-    loop's own timing line (rounds, steps, admission and device seconds) per run."""
+    number of steps) and each prefill attention kernel of `kernels` (`static_kv.
+    PREFILL_KERNEL`), interleaved `repeats` times in this process: useful tok/s and the loop's
+    own timing line (rounds, steps, admission and device seconds) per run. The warm-up runs on
+    `other` prompts, so the first pass meets this work's admission shapes for the first time,
+    as a phase does (a kernel that plans per shape pays there); later passes have seen them."""
     rows = []
-    for rep in range(repeats):
-        for name in blocks:
-            b, longest = ((refill.BLOCK, refill.LONGEST_BLOCK) if name == "adaptive"
-                          else (int(name), int(name)))
-            if rep == 0:  # its runner, graph and every admission's shapes seen untimed
-                ours_refill(lm, prompts, sp, slots, chunk, b, longest)
-            log = TimingLog()
-            t, lengths = timed(lm, lambda b=b, longest=longest, log=log: ours_refill(
-                lm, prompts, sp, slots, chunk, b, longest, log))
-            u = useful(lengths)
-            rows.append({"rule": name, "repeat": rep, "seconds": t,
-                         "useful_tok_s": u["useful"] / t, **log.timing})
-            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()},
-                  flush=True)
+    kept = static_kv.PREFILL_KERNEL
+    try:
+        for rep in range(repeats):
+            for name in blocks:
+                b, longest = ((refill.BLOCK, refill.LONGEST_BLOCK) if name == "adaptive"
+                              else (int(name), int(name)))
+                for kernel in kernels:
+                    static_kv.PREFILL_KERNEL = kernel
+                    if rep == 0:  # its runner and graph built untimed, on other prompts
+                        ours_refill(lm, other, sp, slots, chunk, b, longest)
+                    log = TimingLog()
+                    t, lengths = timed(lm, lambda b=b, longest=longest, log=log: ours_refill(
+                        lm, prompts, sp, slots, chunk, b, longest, log))
+                    u = useful(lengths)
+                    rows.append({"rule": name, "prefill": kernel, "repeat": rep, "seconds": t,
+                                 "useful_tok_s": u["useful"] / t, **log.timing})
+                    print({k: (round(v, 3) if isinstance(v, float) else v)
+                           for k, v in rows[-1].items()}, flush=True)
+    finally:
+        static_kv.PREFILL_KERNEL = kept
     return rows
 
 
@@ -231,7 +243,13 @@ def main() -> None:
                     help="only time refill at 256 slots for each round rule, e.g. "
                          "adaptive,4,6,8,12 (a fixed number of steps), interleaved --repeats times")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--prefill", default="efficient",
+                    help="the sweep's prefill attention kernels: efficient (as shipped) and/or "
+                         "auto (PyTorch's pick: cuDNN)")
     args = ap.parse_args()
+    kernels = [k for k in args.prefill.split(",") if k]
+    if not kernels or set(kernels) - {"efficient", "auto"}:
+        ap.error(f"--prefill: {args.prefill} is not a list of efficient and auto")
     blocks = [b for b in args.sweep.split(",") if b]
     bad = [b for b in blocks if b != "adaptive" and not (b.isdigit() and int(b) > 0)]
     if bad:
@@ -246,8 +264,9 @@ def main() -> None:
                         max_new_tokens=24 if args.tiny else 128)
     results: dict[str, Any] = {"device": device_name(lm), "rows": rows}
     if blocks:
-        results["sweep"] = sweep(lm, prompts, sp, 8 if args.tiny else 256, chunk, blocks,
-                                 args.repeats)
+        other = torch.randint(3, vocab, (rows, plen), generator=g).tolist()
+        results["sweep"] = sweep(lm, prompts, other, sp, 8 if args.tiny else 256, chunk,
+                                 blocks, kernels, args.repeats)
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "bench_refill_sweep.json").write_text(json.dumps(results, indent=1))
@@ -301,9 +320,10 @@ def main() -> None:
     if not args.tiny:  # 4x the rows: the drain at the end (the last rows' long tails) amortised
         more = torch.randint(3, vocab, (4 * rows, plen), generator=g).tolist()
         record("ours refill, 256 slots, 4x rows", lambda: ours_refill(lm, more, sp, 256, chunk),
-               4 * rows)
+               4 * rows, warm=lambda: ours_refill(lm, more, sp, 256, chunk))
         record(f"ours refill, 256 slots, fixed block {b}, 4x rows",
-               lambda: ours_refill(lm, more, sp, 256, chunk, b, b), 4 * rows)
+               lambda: ours_refill(lm, more, sp, 256, chunk, b, b), 4 * rows,
+               warm=lambda: ours_refill(lm, more, sp, 256, chunk, b, b))
         record("ours lockstep, calls of 256, 4x rows",
                lambda: ours_lockstep(lm, more, sp, chunk), 4 * rows)
     fastgen.clear_runners()
