@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -37,11 +38,20 @@ def cli(state_dir: Path | str, *args: str, env: dict[str, str] | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A shell that starts the tests in the background (`... &`, no job control) leaves SIGINT
+    # ignored, and children inherit that: Python then never raises KeyboardInterrupt, so a
+    # test that sends Ctrl-C would wait on a process that cannot hear it. A user's terminal
+    # delivers Ctrl-C; give the child the default disposition, as a terminal's shell does.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(state_dir: Path | str, *args: str, env: dict[str, str] | None = None,
           cwd: Path | None = None) -> subprocess.Popen[str]:
     """Start one `runner` command in the background (stdout and stderr piped)."""
     return subprocess.Popen(argv(state_dir, *args), env=env or child_env(), cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal if os.name == "posix" else None)
 
 
 def ok(proc: subprocess.CompletedProcess[str], code: int = 0) -> subprocess.CompletedProcess[str]:
