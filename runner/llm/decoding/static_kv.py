@@ -30,8 +30,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from runner.llm.decoding import triton_attention
 from runner.llm.decoding.basics import forward_params
 
-__all__ = ["ATTENTION_NAME", "FAMILIES", "PREFILL_KERNEL", "StaticKV", "decode_mask", "model_step", "prefill_mask",
-           "static_attention", "supported"]
+__all__ = ["ATTENTION_NAME", "FAMILIES", "PREFILL_KERNEL", "StaticKV", "decode_mask",
+           "model_step", "prefill_mask", "static_attention", "supported"]
 
 ATTENTION_NAME = "runner_static_sdpa"
 # Decoder-only families whose every layer is full attention over a plain KV cache and whose

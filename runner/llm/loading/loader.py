@@ -270,7 +270,7 @@ def _sentinel(model: Any, tok: Any, device: torch.device) -> dict[str, Any]:
     # Each of the sentinel's steps attends over a longer cache: a new shape every step, for
     # which cuDNN's attention builds a plan (58 ms on the H200, bench/probe_prefill_shapes.py);
     # under cProfile the sentinel's attention took 0.88 s of a model load there
-    # (bench/RESULTS_issue15.md 2f). The other kernels give the same greedy text without that.
+    # (bench/RESULTS_issue15.md 2f). Flash, memory-efficient and math have no per-shape cost.
     with torch.inference_mode(), sdpa_kernel(_SENTINEL_ATTENTION):
         out = model.generate(
             ids.to(device), attention_mask=torch.ones_like(ids).to(device), generation_config=config
